@@ -1,0 +1,1 @@
+"""LSP's networks, one file each."""

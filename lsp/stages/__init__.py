@@ -1,0 +1,1 @@
+"""LSP's training stages, one LightningModule each."""

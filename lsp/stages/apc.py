@@ -1,0 +1,60 @@
+"""LSP stage 1: the APC speech representation, trained self-supervised on all training audio.
+
+Speaker-independent: every identity's training clips contribute. The loss is the L1 distance between the mel
+frame ``n = prediction_steps`` ahead and its prediction from the GRU state at the current frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lsp.networks.apc import APC
+from zoo.model import ZooModule
+
+
+@dataclass
+class APCConfig:
+    mel_dim: int = 80
+    hidden_size: int = 512
+    num_layers: int = 3
+    prediction_steps: int = 3     # predict the log-mel n frames ahead (LSP: n = 3)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+class APCStage(ZooModule):
+    """Self-supervised APC training on batches of LSP log-mel windows (``batch["mel"]``: float [B, 2T, 80])."""
+
+    data_fields = ("mel",)
+    monitor = "val/loss"
+
+    def __init__(self, cfg: APCConfig):
+        super().__init__()
+        self.save_hyperparameters(vars(cfg), logger=False)  # the logger gets the whole composed config
+        self.cfg = cfg
+        self.apc = APC(cfg.mel_dim, cfg.hidden_size, cfg.num_layers)
+
+    def _loss(self, mel: torch.Tensor) -> torch.Tensor:
+        n = self.cfg.prediction_steps
+        predicted = self.apc(mel[:, :-n])
+        return F.l1_loss(predicted, mel[:, n:])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch["mel"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["mel"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch["mel"])
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["mel"].shape[0])
+        return loss
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch["mel"])
+        self.log("test/loss", loss, sync_dist=True, batch_size=batch["mel"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)

@@ -1,0 +1,99 @@
+"""Config composition: order, typed validation, one-line errors with exit code 2."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from zoo.cli import main
+from zoo.config import compose, group_choices
+from zoo.errors import ConfigError
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_composition_order_overrides_win(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("trainer:\n  max_epochs: 7\ndata:\n  batch_size: 3\n")
+    cfg = compose("lsp.apc", config_file=str(extra), overrides=["trainer=cpu", "data.batch_size=5"])
+    assert cfg.trainer.accelerator == "cpu"            # trainer group
+    assert cfg.trainer.max_epochs == 7                 # --config over the model file (20)
+    assert cfg.data.batch_size == 5                    # key=value over --config
+    assert cfg.data.fields == ["mel"]                  # model file over the data group
+    assert cfg.model.prediction_steps == 3
+
+
+def test_experiment_group_applies():
+    cfg = compose("lsp.apc", overrides=["experiment=smoke"])
+    assert cfg.run.name == "smoke" and cfg.data.synth.size == 64
+
+
+@pytest.mark.parametrize("override, fragment", [
+    (["trainer.max_epoch=3"], "unknown key 'trainer.max_epoch'"),
+    (["model.hiden_size=3"], "unknown key 'model.hiden_size'"),
+    (["trainer.max_epochs=many"], "wrong type for 'trainer.max_epochs'"),
+    (["trainer=tpu"], "unknown trainer 'tpu'; valid trainer choices: cpu, ddp, default, gpu, slurm"),
+    (["logger=tensorboard"], "unknown logger 'tensorboard'"),
+    (["trainer.precision=8"], "invalid value '8' for 'trainer.precision'"),
+    (["notakeyvalue"], "not of the form key=value"),
+])
+def test_bad_overrides_one_line(capsys, override, fragment):
+    code, _, err = run_cli(capsys, "config", "--model", "lsp.apc", *override)
+    assert code == 2
+    assert fragment in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match=r"valid keys here: .*max_epochs"):
+        compose("lsp.apc", overrides=["trainer.max_epoch=3"])
+
+
+def test_unknown_model_lists_models(capsys):
+    code, _, err = run_cli(capsys, "config", "--model", "nope")
+    assert code == 2 and "unknown model 'nope'; valid models:" in err and "static" in err and "gt" in err
+
+
+def test_unknown_data_lists_choices(capsys):
+    code, _, err = run_cli(capsys, "config", "--model", "static", "--data", "voxceleb9")
+    assert code == 2 and "unknown data 'voxceleb9'; valid data choices: folder, synth" in err
+
+
+def test_missing_config_file(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "config", "--model", "static", "--config", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "--config file not found" in err and "nope.yaml" in err
+
+
+def test_bad_key_inside_config_file_names_the_file(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  batchsize: 4\n")
+    code, _, err = run_cli(capsys, "config", "--model", "static", "--config", str(bad))
+    assert code == 2 and "unknown key 'data.batchsize'" in err and "bad.yaml" in err
+
+
+def test_groups_exist():
+    assert group_choices("trainer") == ["cpu", "ddp", "default", "gpu", "slurm"]
+    assert group_choices("logger") == ["csv", "none", "wandb"]
+
+
+def test_config_command_prints_model_fields(capsys):
+    code, out, _ = run_cli(capsys, "config", "--model", "static")
+    assert code == 0 and "model: static" in out and "landmarks2d" in out
+
+
+def test_debug_shows_traceback():
+    with pytest.raises(ConfigError):
+        main(["--debug", "config", "--model", "nope"])
+
+
+def test_console_script_exit_code():
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli", "config", "--model", "static", "trainer.max_epoch=1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: unknown key 'trainer.max_epoch'")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,102 @@
+"""End-to-end harness: fit / test / resume / run directories / loggers, on the tiny synthetic corpus."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from zoo.cli import main
+
+SMOKE = ["experiment=smoke", "trainer.progress_bar=none"]
+
+
+def zoo(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def runs(tmp_path) -> str:
+    return f"run.runs_dir={tmp_path / 'runs'}"
+
+
+def test_test_static_and_gt_write_videos_with_sound(capsys, tiny_corpus, runs, tmp_path):
+    for model in ("static", "gt"):
+        code, err = zoo(capsys, "test", "--model", model, *SMOKE, runs, "logger=none", "run.save_videos=2")
+        assert code == 0, err
+    results = {m: json.loads((tmp_path / "runs" / m / "smoke" / "results" / "test.json").read_text())
+               for m in ("static", "gt")}
+    gt, static = results["gt"], results["static"]
+    assert gt["num_clips"] == static["num_clips"] > 0
+    assert gt["aggregate"]["psnr"] == pytest.approx(100.0)          # capped infinity: identical frames
+    assert gt["aggregate"]["m_lmd"] == 0.0 and static["aggregate"]["m_lmd"] > 0.1
+    assert static["aggregate"]["psnr"] < 40
+    videos = sorted((tmp_path / "runs" / "static" / "smoke" / "media" / "test").glob("*.mp4"))
+    assert len(videos) == 2
+    with av.open(str(videos[0])) as container:
+        kinds = {s.type for s in container.streams}
+        codecs = {s.codec_context.name for s in container.streams}
+    assert kinds == {"video", "audio"} and "h264" in codecs and "aac" in codecs
+    assert (tmp_path / "runs" / "static" / "smoke" / "config.yaml").is_file()
+
+
+def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_path):
+    args = ["fit", "--model", "lsp.apc", *SMOKE, runs, "logger=csv", "model.hidden_size=32", "trainer=cpu"]
+    code, err = zoo(capsys, *args)
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / "lsp.apc" / "smoke"
+    ckpts = {p.name for p in (run_dir / "checkpoints").glob("*.ckpt")}
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    assert "hidden_size: 32" in (run_dir / "config.yaml").read_text()
+    rows = list(csv.DictReader(open(run_dir / "logs" / "version_0" / "metrics.csv")))
+    assert any(r.get("train/loss") for r in rows) and any(r.get("val/loss") for r in rows)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
+
+    code, err = zoo(capsys, *args)                        # same run again without --resume: refused
+    assert code == 2 and "already has checkpoints; pass --resume auto" in err
+
+    code, err = zoo(capsys, *args, "--resume", "auto", "trainer.max_epochs=2")
+    assert code == 0, err
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+
+    code, err = zoo(capsys, "test", "--model", "lsp.apc", *SMOKE, runs, "logger=none", "model.hidden_size=32")
+    assert code == 0, err
+
+
+def test_resume_missing_checkpoint(capsys, runs, tmp_path):
+    code, err = zoo(capsys, "fit", "--model", "lsp.apc", *SMOKE, runs, "--resume", str(tmp_path / "nope.ckpt"))
+    assert code == 2 and err.strip() == f"error: --resume checkpoint not found: {tmp_path / 'nope.ckpt'}"
+
+
+def test_evaluate_untrained_model_needs_checkpoint(capsys, runs):
+    code, err = zoo(capsys, "test", "--model", "lsp.apc", *SMOKE, runs)
+    assert code == 2 and "no checkpoint found for model 'lsp.apc'" in err
+
+
+def test_fit_baseline_refused(capsys, runs):
+    code, err = zoo(capsys, "fit", "--model", "static", *SMOKE, runs)
+    assert code == 2 and "has nothing to train" in err
+
+
+def test_missing_dataset_dir(capsys, runs, tmp_path):
+    code, err = zoo(capsys, "test", "--model", "gt", "--data", "folder", f"data.root={tmp_path / 'absent'}", runs)
+    assert code == 2 and "dataset directory not found" in err and "absent" in err
+
+
+def test_wandb_offline_run_holds_config_losses_videos(capsys, tiny_corpus, runs, tmp_path):
+    from wandb_records import config_values, history_keys
+
+    code, err = zoo(capsys, "fit", "--model", "lsp.apc", *SMOKE, runs, "logger=wandb", "model.hidden_size=32")
+    assert code == 0, err
+    code, err = zoo(capsys, "test", "--model", "static", *SMOKE, runs, "logger=wandb", "run.save_videos=1")
+    assert code == 0, err
+    fit_run = next((tmp_path / "runs" / "lsp.apc" / "smoke" / "wandb").glob("offline-run-*"))
+    log = next(fit_run.glob("*.wandb"))
+    assert {"train/loss", "val/loss"} <= history_keys(log)
+    assert config_values(log)["model"]["hidden_size"] == 32
+    test_run = next((tmp_path / "runs" / "static" / "smoke" / "wandb").glob("offline-run-*"))
+    assert list((test_run / "files" / "media" / "videos").rglob("*.mp4"))

@@ -1,0 +1,56 @@
+"""The model registry, and smoke tests parametrised over every registered model (timm style)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from zoo.model import ZooModule
+from zoo.registry import create_model, get_entry, list_models
+
+
+def test_baselines_registered():
+    assert {"static", "gt", "lsp.apc"} <= set(list_models())
+    assert list_models("lsp.*") == [n for n in list_models() if n.startswith("lsp.")]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_create_every_model(name):
+    entry = get_entry(name)
+    model = create_model(name)
+    assert isinstance(model, entry.model_class) and isinstance(model, ZooModule)
+    assert dataclasses.is_dataclass(entry.config) and entry.help
+    if entry.model_class.trainable:
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
+        assert model.monitor
+
+
+def test_create_model_overrides():
+    model = create_model("lsp.apc", hidden_size=32, num_layers=2)
+    assert len(model.apc.rnns) == 2 and model.apc.rnns[1].hidden_size == 32
+
+
+def test_apc_layout_matches_lsp_encoder():
+    """LSP's APC_encoder keys: rnns.{0,1,2}.{weight_ih_l0,weight_hh_l0,bias_ih_l0,bias_hh_l0} (+ postnet)."""
+    model = create_model("lsp.apc")
+    keys = {k: tuple(v.shape) for k, v in model.apc.state_dict().items()}
+    assert keys["rnns.0.weight_ih_l0"] == (3 * 512, 80)
+    assert keys["rnns.2.weight_hh_l0"] == (3 * 512, 512)
+    assert keys["postnet.weight"] == (80, 512)
+    assert len([k for k in keys if k.startswith("rnns.")]) == 12
+
+
+def test_apc_learns_to_predict_ahead():
+    torch.manual_seed(0)
+    model = create_model("lsp.apc", hidden_size=64, num_layers=2, lr=1e-2)
+    t = torch.arange(120).float()
+    mel = torch.stack([torch.sin(t * (0.1 + 0.02 * b) + b) for b in range(8)])[..., None].repeat(1, 1, 80)
+    batch = {"mel": mel}
+    opt = model.configure_optimizers()
+    first = model._loss(mel).item()
+    for _ in range(60):
+        opt.zero_grad()
+        model._loss(batch["mel"]).backward()
+        opt.step()
+    assert model._loss(mel).item() < 0.3 * first

@@ -1,0 +1,97 @@
+"""mp4 (H.264 + AAC) and audio file round trips through zoo.io, and their one-line errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from zoo.data.fake import fake_clip
+from zoo.errors import DataError
+from zoo.io import load_audio, read_video, save_audio, write_video
+
+SR = 16000
+
+
+def one_line_error(fn, *fragments):
+    with pytest.raises(DataError) as info:
+        fn()
+    assert "\n" not in str(info.value)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+def _leftovers(directory):
+    return [p.name for p in directory.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("fps, size", [(25.0, (48, 64)), (30.0, (37, 51))])   # even and odd sizes
+def test_video_round_trip(tmp_path, fps, size):
+    frames, audio, _ = fake_clip(40, max(size), fps, SR, seed=2, tracks=())
+    frames = np.ascontiguousarray(frames[:, :size[0], :size[1]])
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames, fps=fps, audio=audio, sample_rate=SR)
+    video, decoded, got_fps, got_rate = read_video(path)
+    assert video.shape == frames.shape and video.dtype == np.uint8
+    assert got_fps == pytest.approx(fps) and got_rate == SR
+    assert np.abs(video.astype(np.float32) - frames).mean() < 4.0          # crf 18 on smooth content
+    assert decoded.dtype == np.float32 and len(decoded) == len(audio)       # AAC frame padding trimmed exactly
+    assert np.corrcoef(decoded, audio)[0, 1] > 0.95                         # no priming offset
+    assert not _leftovers(tmp_path)
+    # load_audio on an mp4: trimmed to the stream duration, which the mp4 edit list keeps to the millisecond
+    assert abs(len(load_audio(path)) - len(audio)) <= SR // 1000
+
+
+def test_video_without_audio(tmp_path):
+    frames, _, _ = fake_clip(5, 32, 25.0, SR, seed=0, tracks=())
+    write_video(tmp_path / "silent.mp4", frames, fps=25.0)
+    video, audio, fps, rate = read_video(tmp_path / "silent.mp4")
+    assert video.shape == frames.shape and audio is None and rate == 0 and fps == 25.0
+
+
+def test_video_errors(tmp_path):
+    one_line_error(lambda: read_video(tmp_path / "missing.mp4"), "video file not found", "missing.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all")
+    one_line_error(lambda: read_video(tmp_path / "junk.mp4"), "cannot open video file", "junk.mp4")
+    one_line_error(lambda: write_video(tmp_path / "bad.mp4", np.zeros((3, 8, 8, 3), np.float32), fps=25),
+                   "frames must be uint8 [T, H, W, 3]")
+    assert not (tmp_path / "bad.mp4").exists() and not _leftovers(tmp_path)
+
+
+def test_audio_round_trip_resample_and_downmix(tmp_path):
+    t = np.arange(SR) / SR
+    tone = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    save_audio(tmp_path / "a.wav", tone, SR)
+    assert sf.info(str(tmp_path / "a.wav")).subtype == "PCM_16" and not _leftovers(tmp_path)
+    loaded = load_audio(tmp_path / "a.wav", SR)
+    assert loaded.dtype == np.float32 and np.abs(loaded - tone).max() < 1e-4
+    half = load_audio(tmp_path / "a.wav", 8000)
+    assert len(half) == 8000 and np.corrcoef(half, tone[::2])[0, 1] > 0.99
+    stereo = np.stack([tone, 0.5 * tone], axis=1)
+    save_audio(tmp_path / "s.wav", stereo, 48000)
+    down = load_audio(tmp_path / "s.wav", SR)               # 48 kHz stereo -> 16 kHz mono, channels averaged
+    assert len(down) == 5334                                # ceil(16000 / 3)
+    np.testing.assert_allclose(down[100:-100], 0.75 * tone[::3][100:-100], atol=2e-3)
+
+
+def test_audio_errors(tmp_path):
+    one_line_error(lambda: load_audio(tmp_path / "none.wav"), "audio file not found", "none.wav")
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....garbage")
+    one_line_error(lambda: load_audio(tmp_path / "bad.wav"), "cannot read audio file", "bad.wav")
+    one_line_error(lambda: save_audio(tmp_path / "x.wav", np.array([0.0, np.nan]), SR), "NaN")
+
+
+def test_more_video_and_audio_errors(tmp_path):
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    one_line_error(lambda: write_video(tmp_path / "a.mp4", frames, fps=0), "fps must be positive, got 0")
+    one_line_error(lambda: write_video(tmp_path / "a.mp4", frames, fps=25, audio=np.zeros((2, 5))),
+                   "audio must be a finite float32 [N] mono array")
+    save_audio(tmp_path / "tone.wav", np.zeros(800, np.float32), SR)
+    one_line_error(lambda: read_video(tmp_path / "tone.wav"), "no video stream in", "tone.wav")
+    write_video(tmp_path / "silent.mp4", frames, fps=25)
+    one_line_error(lambda: load_audio(tmp_path / "silent.mp4"), "no audio stream in", "silent.mp4")
+    sf.write(str(tmp_path / "empty.wav"), np.zeros(0, np.float32), SR)
+    one_line_error(lambda: load_audio(tmp_path / "empty.wav"), "has no samples", "empty.wav")
+    one_line_error(lambda: save_audio(tmp_path / "b.wav", np.zeros((2, 2, 2)), SR),
+                   "expected a non-empty [N] or [N, C]")
+    one_line_error(lambda: save_audio(tmp_path / "b.wav", np.zeros(4, np.int16), SR), "expected float samples")
+    assert not _leftovers(tmp_path)

@@ -1,0 +1,123 @@
+"""The ``zoo`` command line.
+
+    zoo fit | validate | test | predict --model NAME [--data NAME] [--config FILE] [key=value ...]
+    zoo models                       registered models, one line each
+    zoo config --model NAME [...]    print the composed config
+    zoo data synth [key=value ...]   build the embedded synthetic corpus
+
+Bad input (unknown key/model/data, wrong type, missing file or checkpoint) prints one ``error:`` line and exits
+with code 2; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional
+
+from zoo.errors import ZooError
+
+RUN_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="Train, run and compare talking-head methods.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in RUN_COMMANDS + ("config",):
+        p = sub.add_parser(command, help=f"{command} a model" if command != "config" else "print the composed config")
+        p.add_argument("--model", required=True, help="registered model name (`zoo models`), e.g. lsp or lsp.apc")
+        p.add_argument("--data", default=None, help="data config name (configs/data/*.yaml), default synth")
+        p.add_argument("--config", default=None, help="extra YAML merged after the config groups")
+        if command == "fit":
+            p.add_argument("--resume", default=None, metavar="PATH|auto", help="continue from a checkpoint")
+        if command in ("validate", "test", "predict"):
+            p.add_argument("--ckpt", default=None, help="checkpoint to evaluate (default: the run's best)")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        p.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides, e.g. trainer=cpu trainer.max_epochs=3 data.batch_size=4")
+    sub.add_parser("models", help="list registered models")
+    p = sub.add_parser("data", help="data tools")
+    p.add_argument("action", choices=["synth"], help="synth: build the embedded synthetic corpus")
+    p.add_argument("--out", default=None, help="output directory (default: the cache used by data=synth)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="generator settings, e.g. seed=1 size=256")
+    return parser
+
+
+def _cmd_models() -> None:
+    from zoo.registry import get_entry, list_models
+
+    names = list_models()
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {get_entry(name).help}")
+
+
+def _cmd_config(args) -> None:
+    from omegaconf import OmegaConf
+
+    from zoo.config import compose
+    from zoo.harness import add_model_fields
+
+    cfg = compose(args.model, args.data, args.config, args.overrides)
+    add_model_fields(cfg)
+    print(OmegaConf.to_yaml(cfg), end="")
+
+
+def _cmd_data_synth(args) -> None:
+    from omegaconf import OmegaConf
+
+    from zoo.config import merge_layer, to_dataclass
+    from zoo.errors import ConfigError
+    from zoo.synth import SynthConfig, build_corpus, default_root
+
+    cfg = OmegaConf.structured(SynthConfig)
+    if args.overrides:
+        for item in args.overrides:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' is not of the form key=value")
+        cfg = merge_layer(cfg, OmegaConf.from_dotlist(args.overrides), "command-line overrides")
+    synth_cfg = to_dataclass(cfg, SynthConfig)
+    root = build_corpus(synth_cfg, args.out or default_root(synth_cfg), progress=True)
+    print(f"corpus written to {root}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = _parser()
+    # Overrides may come before or after options (`zoo fit --model x a=1 --resume auto b=2`).
+    args, extra = parser.parse_known_args(argv)
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = list(getattr(args, "overrides", [])) + extra
+    try:
+        if args.command == "models":
+            _cmd_models()
+        elif args.command == "config":
+            _cmd_config(args)
+        elif args.command == "data":
+            _cmd_data_synth(args)
+        else:
+            from zoo.harness import execute, prepare
+
+            name_preset = "ZOO_RUN_NAME" in os.environ
+            run = prepare(args.command, args.model, args.data, args.config, args.overrides,
+                          resume=getattr(args, "resume", None), ckpt=getattr(args, "ckpt", None))
+            try:
+                execute(run)
+            finally:
+                if not name_preset:  # the generated name is for this run's DDP ranks only
+                    os.environ.pop("ZOO_RUN_NAME", None)
+            print(f"run directory: {run.run_dir}")
+    except ZooError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

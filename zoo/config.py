@@ -1,0 +1,251 @@
+"""Typed, composed run configuration (OmegaConf structured configs + YAML groups in ``configs/``).
+
+Composition order (later wins):
+
+1. the schema defaults below (and the model's registered config dataclass),
+2. ``configs/base.yaml``,
+3. ``configs/data/<data>.yaml``            (``--data NAME``, default ``synth``),
+4. ``configs/model/<model>.yaml``          (``--model NAME``; may also set ``data.*`` the model needs),
+5. ``configs/trainer/<trainer>.yaml``      (``trainer=NAME``, default ``default``),
+6. ``configs/logger/<logger>.yaml``        (``logger=NAME``, default ``wandb``),
+7. ``configs/experiment/<experiment>.yaml`` (``experiment=NAME``, optional),
+8. ``--config FILE``,
+9. ``key=value`` overrides (dotted keys, e.g. ``trainer.max_epochs=3 data.batch_size=4``).
+
+Every layer is merged into the typed schema, so an unknown key or a wrong type fails at once with one line naming
+the key, the file it came from and the valid choices.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from zoo.data.datamodule import DataConfig
+from zoo.errors import ConfigError
+from zoo.registry import get_entry
+from zoo.synth import SynthConfig
+
+GROUPS = ("data", "trainer", "logger", "experiment")
+
+
+@dataclass
+class RunConfig:
+    """Where a run lives and how it is seeded. ``runs_dir/<model>/<name>/`` holds config, checkpoints, logs, media."""
+
+    model: str = "static"
+    name: Optional[str] = None          # default: a timestamp
+    runs_dir: str = "runs"
+    seed: int = 0
+    deterministic: bool = False         # torch.use_deterministic_algorithms + cudnn.deterministic
+    save_videos: int = 4                # mp4s written per evaluation stage (-1: every clip)
+    monitor: Optional[str] = None       # metric for the "best" checkpoint; default: the model's own
+    monitor_mode: str = "min"
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of ``lightning.Trainer`` the zoo exposes (see ``configs/trainer/*.yaml``)."""
+
+    accelerator: str = "auto"
+    devices: int = 1                    # -1: all visible devices
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32"               # 32 | bf16-mixed | 16-mixed
+    max_epochs: int = 10
+    max_steps: int = -1
+    max_time: Optional[str] = None      # "DD:HH:MM:SS"
+    gradient_clip_val: Optional[float] = None
+    gradient_clip_algorithm: str = "norm"
+    accumulate_grad_batches: int = 1
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+    limit_test_batches: Optional[float] = None
+    limit_predict_batches: Optional[float] = None
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    num_sanity_val_steps: int = 2
+    fast_dev_run: bool = False
+    sync_batchnorm: bool = False
+    progress_bar: str = "rich"          # rich | tqdm | none
+    use_slurm_requeue: bool = False     # SLURMEnvironment(auto_requeue=True)
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking. ``wandb`` runs online when credentials exist, offline otherwise."""
+
+    name: str = "wandb"                 # wandb | csv | none
+    project: str = "zoo"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    mode: str = "auto"                  # auto | online | offline
+    log_videos: bool = True
+    num_videos: int = 2                 # validation sample videos per epoch
+
+
+@dataclass
+class DataSection(DataConfig):
+    """The datamodule config plus the synthetic corpus' generator config (used when ``name=synth``)."""
+
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+def config_dir() -> Path:
+    """The ``configs/`` directory (``$ZOO_CONFIG_DIR`` overrides the repository's)."""
+    return Path(os.environ.get("ZOO_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+
+
+def group_choices(group: str) -> list[str]:
+    directory = config_dir() / group
+    return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+
+
+def schema_for(model: str) -> DictConfig:
+    """The typed, all-defaults config of ``model`` (its registered dataclass under ``model``)."""
+    entry = get_entry(model)
+
+    @dataclass
+    class ZooConfig:
+        run: RunConfig = field(default_factory=RunConfig)
+        trainer: TrainerConfig = field(default_factory=TrainerConfig)
+        logger: LoggerConfig = field(default_factory=LoggerConfig)
+        data: DataSection = field(default_factory=DataSection)
+        model: Any = field(default_factory=entry.config)
+
+    schema = OmegaConf.structured(ZooConfig)
+    schema.run.model = model
+    return schema
+
+
+def _valid_keys(schema: DictConfig, dotted: str) -> str:
+    """Comma-separated valid keys at the parent level of ``dotted`` (for error messages)."""
+    parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
+    node = OmegaConf.select(schema, parent) if parent else schema
+    if isinstance(node, DictConfig):
+        return ", ".join(str(k) for k in node.keys())
+    return ""
+
+
+def merge_layer(cfg: DictConfig, layer: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except ConfigKeyError as err:
+        key = err.full_key or str(err.key)
+        valid = _valid_keys(cfg, key)
+        raise ConfigError(f"unknown key '{key}' in {source}; valid keys here: {valid}") from None
+    except ValidationError as err:
+        key = err.full_key or str(err.key)
+        node = OmegaConf.select(cfg, key, throw_on_missing=False)
+        expected = type(node).__name__ if node is not None else "the schema's type"
+        raise ConfigError(f"wrong type for '{key}' in {source}: got {err.value!r}, expected {expected}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid config in {source}: {str(err).splitlines()[0]}") from None
+
+
+def _load_yaml(path: Path, what: str) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends: report the file, one line
+        raise ConfigError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return loaded
+
+
+def _group_file(group: str, choice: str) -> Path:
+    path = config_dir() / group / f"{choice}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown {group} '{choice}'; valid {group} choices: {', '.join(group_choices(group))}")
+    return path
+
+
+def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Split ``group=choice`` selections (data, trainer, logger, experiment) from ``dotted.key=value`` overrides."""
+    selections, dotted = {}, []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, value = item.split("=", 1)
+        if key in GROUPS:
+            selections[key] = value
+        else:
+            dotted.append(item)
+    return selections, dotted
+
+
+def compose(model: str, data: Optional[str] = None, config_file: Optional[str] = None,
+            overrides: Optional[list[str]] = None) -> DictConfig:
+    """Compose the typed run config in the documented order; raises :class:`ConfigError` on any bad input."""
+    selections, dotted = _parse_overrides(list(overrides or []))
+    if data is not None:
+        selections["data"] = data
+    cfg = schema_for(model)
+    layers: list[tuple[Path, str]] = [(config_dir() / "base.yaml", "base config")]
+    layers.append((_group_file("data", selections.get("data", "synth")), "data"))
+    model_file = config_dir() / "model" / f"{model}.yaml"
+    if model_file.is_file():
+        layers.append((model_file, "model"))
+    layers.append((_group_file("trainer", selections.get("trainer", "default")), "trainer"))
+    layers.append((_group_file("logger", selections.get("logger", "wandb")), "logger"))
+    if "experiment" in selections:
+        layers.append((_group_file("experiment", selections["experiment"]), "experiment"))
+    if config_file is not None:
+        layers.append((Path(config_file), "--config file"))
+    for path, what in layers:
+        cfg = merge_layer(cfg, _load_yaml(path, what), str(path))
+    if dotted:
+        try:
+            override_cfg = OmegaConf.from_dotlist(dotted)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"cannot parse overrides {dotted}: {str(err).splitlines()[0]}") from None
+        cfg = merge_layer(cfg, override_cfg, "command-line overrides")
+    if cfg.run.model != model:
+        raise ConfigError(f"run.model is '{cfg.run.model}' but --model is '{model}'; set the model with --model only")
+    _check_choices(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "trainer.precision": ("32", "32-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true"),
+    "trainer.progress_bar": ("rich", "tqdm", "none"),
+    "trainer.gradient_clip_algorithm": ("norm", "value"),
+    "logger.name": ("wandb", "csv", "none"),
+    "logger.mode": ("auto", "online", "offline"),
+    "run.monitor_mode": ("min", "max"),
+}
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    for key, valid in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if str(value) not in valid:
+            raise ConfigError(f"invalid value {value!r} for '{key}'; valid choices: {', '.join(valid)}")
+
+
+def to_dataclass(node: DictConfig, cls: type) -> Any:
+    """Instantiate dataclass ``cls`` (recursively) from a composed config node."""
+    values = {}
+    for f in fields(cls):
+        value = node[f.name]
+        if isinstance(value, DictConfig) and is_dataclass(f.default_factory() if callable(f.default_factory) else None):
+            value = to_dataclass(value, type(f.default_factory()))
+        elif isinstance(value, (DictConfig,)) or OmegaConf.is_list(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        values[f.name] = value
+    return cls(**values)
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """Write the composed config as YAML atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, path)

@@ -1,0 +1,178 @@
+"""Evaluation and media, defined once for every model.
+
+:class:`ClipEvaluator` scores the :class:`~zoo.model.GeneratedClip` returned by ``validate``/``test``/``predict``
+steps against the batch's ground truth, writes the generated clips as mp4 with the driving audio, gathers the
+per-clip results from all DDP ranks (de-duplicated by dataset index, so padding samples added by the distributed
+sampler never count twice) and writes ``results/<stage>.json`` in the run directory.
+
+:class:`ValidationVideos` renders a few validation clips (ground truth | generated, with sound) at the end of each
+validation epoch of a fit and sends them to the logger.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.callbacks import Callback
+
+from zoo.io.video import write_video
+from zoo.metrics import functional as F
+from zoo.model import GeneratedClip, TalkingHeadModel, frames_to_float
+from zoo.tracking import log_video_file
+
+
+def to_video_array(frames: torch.Tensor) -> np.ndarray:
+    """float [T, 3, H, W] in [0, 1] (or uint8) -> uint8 [T, H, W, 3] for the video writer."""
+    frames = frames_to_float(frames.detach()).clamp(0, 1)
+    return (frames.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+
+
+def clip_metrics(batch: dict, clip: GeneratedClip) -> list[dict[str, float]]:
+    """Per-clip scores of a generated batch against its ground truth (only those the inputs allow)."""
+    scores: dict[str, torch.Tensor] = {}
+    if "frames" in batch:
+        target = frames_to_float(batch["frames"]).to(clip.frames.device)
+        per_frame = F.psnr(clip.frames.clamp(0, 1), target)          # [B, T]
+        scores["psnr"] = per_frame.clamp(max=100.0).mean(-1)       # identical frames: cap inf at 100 dB
+    if clip.landmarks2d is not None and "landmarks2d" in batch:
+        scores["m_lmd"] = F.lmd(clip.landmarks2d, batch["landmarks2d"], "mouth")
+        scores["f_lmd"] = F.lmd(clip.landmarks2d, batch["landmarks2d"], "face")
+    size = clip.frames.shape[0]
+    return [{name: float(values[i]) for name, values in scores.items()} for i in range(size)]
+
+
+def gather_records(records: list[dict]) -> list[dict]:
+    """All ranks' records, de-duplicated by ``sample_index`` and sorted (every rank gets the same list)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, records)
+        records = [r for part in gathered for r in part]
+    unique = {r["sample_index"]: r for r in records}
+    return [unique[k] for k in sorted(unique)]
+
+
+def aggregate(records: list[dict]) -> dict[str, float]:
+    """Mean of every score over clips (NaN entries, e.g. clips with no valid landmark frame, are skipped)."""
+    names = sorted({k for r in records for k in r.get("metrics", {})})
+    result = {}
+    for name in names:
+        values = [r["metrics"][name] for r in records if name in r["metrics"] and math.isfinite(r["metrics"][name])]
+        result[name] = float(np.mean(values)) if values else float("nan")
+    return result
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+class ClipEvaluator(Callback):
+    """Scores generated clips, writes them as mp4 with sound, and writes ``results/<stage>.json``."""
+
+    def __init__(self, run_dir: Path, save_videos: int = 4, metadata: Optional[dict] = None):
+        self.run_dir = Path(run_dir)
+        self.save_videos = save_videos
+        self.metadata = metadata or {}
+        self.records: list[dict] = []
+        self.videos_written = 0
+
+    # Lightning hook plumbing: one handler for validate / test / predict.
+    def _reset(self, *args) -> None:
+        self.records, self.videos_written = [], 0
+
+    on_validation_epoch_start = on_test_epoch_start = on_predict_epoch_start = _reset
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking and trainer.state.fn == "validate":
+            self._handle(trainer, "val", outputs, batch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._handle(trainer, "test", outputs, batch)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._handle(trainer, "predict", outputs, batch, score=False)
+
+    def _handle(self, trainer, stage: str, clip: Any, batch: dict, score: bool = True) -> None:
+        if not isinstance(clip, GeneratedClip):
+            return
+        metrics = clip_metrics(batch, clip) if score else [{} for _ in range(clip.frames.shape[0])]
+        limit = self.save_videos if stage != "predict" else -1
+        for i, clip_id in enumerate(batch["clip_id"]):
+            record = {"clip_id": clip_id, "sample_index": int(batch["sample_index"][i]),
+                      "start": int(batch["start"][i]), "metrics": metrics[i]}
+            if limit < 0 or self.videos_written < limit:
+                path = self._write(trainer, stage, clip, batch, i)
+                record["video"] = str(path)
+                self.videos_written += 1
+                log_video_file(trainer.logger, f"{stage}/video_{self.videos_written - 1}", path, clip_id,
+                               trainer.global_step)
+            self.records.append(record)
+
+    def _write(self, trainer, stage: str, clip: GeneratedClip, batch: dict, i: int) -> Path:
+        name = f"{batch['clip_id'][i]}_{int(batch['start'][i]):05d}.mp4"
+        path = self.run_dir / "media" / stage / name
+        audio = batch["audio"][i].float().cpu().numpy() if "audio" in batch else None
+        fps = trainer.datamodule.fps
+        write_video(path, to_video_array(clip.frames[i]), fps=fps, audio=audio,
+                    sample_rate=trainer.datamodule.sample_rate)
+        return path
+
+    def _finish(self, trainer, pl_module, stage: str) -> None:
+        records = gather_records(self.records)
+        summary = aggregate(records)
+        if stage != "predict" and summary:
+            pl_module.log_dict({f"{stage}/{k}": v for k, v in summary.items()}, sync_dist=False)
+        if trainer.is_global_zero:
+            payload = {"stage": stage, "num_clips": len(records), "aggregate": summary, "clips": records,
+                       **self.metadata}
+            atomic_write_json(self.run_dir / "results" / f"{stage}.json", payload)
+        self.summary = summary
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking and trainer.state.fn == "validate":
+            self._finish(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        self._finish(trainer, pl_module, "test")
+
+    def on_predict_epoch_end(self, trainer, pl_module):
+        self._finish(trainer, pl_module, "predict")
+
+
+class ValidationVideos(Callback):
+    """Each validation epoch of a fit: a few clips as ``ground truth | generated`` mp4 with sound, to the logger."""
+
+    def __init__(self, run_dir: Path, num_videos: int = 2):
+        self.run_dir = Path(run_dir)
+        self.num_videos = num_videos
+        self._batch: Optional[dict] = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0 and self._batch is None:
+            self._batch = {k: v[: self.num_videos] for k, v in batch.items()}
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        batch, self._batch = self._batch, None
+        if (trainer.sanity_checking or batch is None or not trainer.is_global_zero or self.num_videos <= 0
+                or not isinstance(pl_module, TalkingHeadModel) or "frames" not in batch):
+            return
+        with torch.no_grad():
+            clip = pl_module.generate(batch)
+        for i, clip_id in enumerate(batch["clip_id"]):
+            side_by_side = torch.cat([frames_to_float(batch["frames"][i]).to(clip.frames.device),
+                                      clip.frames[i].clamp(0, 1)], dim=-1)
+            path = self.run_dir / "media" / "val" / f"epoch{trainer.current_epoch:03d}_{clip_id}.mp4"
+            audio = batch["audio"][i].float().cpu().numpy() if "audio" in batch else None
+            write_video(path, to_video_array(side_by_side), fps=trainer.datamodule.fps, audio=audio,
+                        sample_rate=trainer.datamodule.sample_rate)
+            log_video_file(trainer.logger, f"val/video_{i}", path, f"{clip_id}: ground truth | generated",
+                           trainer.global_step)

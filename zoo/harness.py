@@ -1,0 +1,227 @@
+"""The training/evaluation harness behind the CLI: config -> run directory -> datamodule, model, Trainer.
+
+One run directory per run, ``<runs_dir>/<model>/<name>/``, holding ``config.yaml``, ``checkpoints/``
+(``last.ckpt`` + the best of the monitored metric), logger files, ``media/`` (mp4s with sound) and ``results/``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from zoo.config import compose, save_config, to_dataclass
+from zoo.data.datamodule import DataConfig, TalkingHeadDataModule
+from zoo.errors import ConfigError, DataError
+from zoo.evaluation import ClipEvaluator, ValidationVideos
+from zoo.model import TalkingHeadModel
+from zoo.registry import create_model, get_entry
+from zoo.tracking import build_logger
+
+STAGES = ("fit", "validate", "test", "predict")
+
+
+@dataclass
+class Run:
+    """A composed, ready-to-run job."""
+
+    stage: str
+    cfg: DictConfig
+    run_dir: Path
+    ckpt_path: Optional[str]
+
+
+def _run_name(cfg: DictConfig) -> str:
+    """The run name: configured, else shared by every rank of a distributed launch, else a timestamp."""
+    if cfg.run.name:
+        return str(cfg.run.name)
+    for var in ("ZOO_RUN_NAME", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        if os.environ.get(var):
+            return os.environ[var] if var == "ZOO_RUN_NAME" else f"{var.split('_')[0].lower()}-{os.environ[var]}"
+    name = time.strftime("%Y%m%d-%H%M%S")
+    os.environ["ZOO_RUN_NAME"] = name  # Lightning's DDP launcher re-runs the CLI per rank with this environment
+    return name
+
+
+def _model_root(cfg: DictConfig) -> Path:
+    return Path(cfg.run.runs_dir) / cfg.run.model
+
+
+def _latest_run_with(cfg: DictConfig, filename: str) -> Optional[Path]:
+    candidates = sorted(_model_root(cfg).glob(f"*/checkpoints/{filename}"), key=lambda p: p.stat().st_mtime)
+    return candidates[-1].parents[1] if candidates else None
+
+
+def _best_checkpoint(run_dir: Path) -> Optional[Path]:
+    ckpts = run_dir / "checkpoints"
+    best = sorted(ckpts.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if best:
+        return best[-1]
+    last = ckpts / "last.ckpt"
+    return last if last.is_file() else None
+
+
+def resolve_run(stage: str, cfg: DictConfig, resume: Optional[str], ckpt: Optional[str]) -> Run:
+    """Pick the run directory and the checkpoint to start from; bad paths fail with one line."""
+    trainable = get_entry(cfg.run.model).model_class.trainable
+    if stage == "fit":
+        if not trainable:
+            raise ConfigError(f"model '{cfg.run.model}' has nothing to train; use `zoo test --model {cfg.run.model}`")
+        if resume not in (None, "auto"):
+            path = Path(resume)
+            if not path.is_file():
+                raise ConfigError(f"--resume checkpoint not found: {path}")
+            in_run_dir = path.parent.name == "checkpoints"
+            run_dir = path.parents[1] if in_run_dir else _model_root(cfg) / _run_name(cfg)
+            cfg.run.name = run_dir.name
+            return Run(stage, cfg, run_dir, str(path))
+        if resume == "auto":
+            run_dir = _model_root(cfg) / cfg.run.name if cfg.run.name else _latest_run_with(cfg, "last.ckpt")
+            if run_dir is not None and (run_dir / "checkpoints" / "last.ckpt").is_file():
+                cfg.run.name = run_dir.name
+                return Run(stage, cfg, run_dir, str(run_dir / "checkpoints" / "last.ckpt"))
+        run_dir = _model_root(cfg) / _run_name(cfg)
+        cfg.run.name = run_dir.name
+        is_relaunched_rank = int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("RANK", "0")) > 0
+        if any((run_dir / "checkpoints").glob("*.ckpt")) and not is_relaunched_rank:
+            raise ConfigError(f"run directory {run_dir} already has checkpoints; pass --resume auto to continue it "
+                              f"or choose another run.name")
+        return Run(stage, cfg, run_dir, None)
+    # validate / test / predict
+    if resume is not None:
+        raise ConfigError(f"--resume only applies to `zoo fit`; use --ckpt PATH for `zoo {stage}`")
+    path: Optional[Path] = None
+    if ckpt is not None:
+        path = Path(ckpt)
+        if not path.is_file():
+            raise ConfigError(f"--ckpt checkpoint not found: {path}")
+    elif trainable:
+        source = _model_root(cfg) / cfg.run.name if cfg.run.name else _latest_run_with(cfg, "*.ckpt")
+        path = _best_checkpoint(source) if source is not None else None
+        if path is None:
+            raise ConfigError(f"no checkpoint found for model '{cfg.run.model}' under {_model_root(cfg)}; "
+                              f"train it with `zoo fit --model {cfg.run.model}` or pass --ckpt PATH")
+    run_dir = _model_root(cfg) / _run_name(cfg)
+    cfg.run.name = run_dir.name
+    return Run(stage, cfg, run_dir, str(path) if path else None)
+
+
+def add_model_fields(cfg: DictConfig) -> None:
+    """Add the fields the model needs (and audio/refs for video models) to ``data.fields``."""
+    model_class = get_entry(cfg.run.model).model_class
+    needed = list(model_class.data_fields)
+    if issubclass(model_class, TalkingHeadModel):
+        needed += ["frames", "audio"]
+    fields = list(cfg.data.fields)
+    cfg.data.fields = fields + [f for f in dict.fromkeys(needed) if f not in fields]
+
+
+def build_datamodule(cfg: DictConfig) -> TalkingHeadDataModule:
+    """The one datamodule; ``data=synth`` builds the embedded corpus on first use (cached by its config hash)."""
+    data_cfg = to_dataclass(cfg.data, DataConfig)
+    prepare_fn = None
+    if cfg.data.name == "synth" and not cfg.data.root:
+        from zoo.synth import SynthConfig, build_corpus, default_root
+
+        synth_cfg = to_dataclass(cfg.data.synth, SynthConfig)
+        root = default_root(synth_cfg)
+        data_cfg.root = str(root)
+
+        def prepare_fn() -> None:
+            if not (root / "dataset.json").is_file():
+                build_corpus(synth_cfg, root, progress=True)
+    elif not cfg.data.root:
+        raise ConfigError(f"data '{cfg.data.name}' needs data.root=<prepared dataset directory>")
+    elif not Path(cfg.data.root).is_dir():
+        raise DataError(f"dataset directory not found: {cfg.data.root} (data.root)")
+    return TalkingHeadDataModule(data_cfg, prepare_fn=prepare_fn)
+
+
+def _callbacks(run: Run, model_class: type) -> list:
+    from pytorch_lightning.callbacks import (LearningRateMonitor, ModelCheckpoint, RichProgressBar,
+                                             TQDMProgressBar)
+
+    cfg = run.cfg
+    callbacks: list = [ClipEvaluator(run.run_dir, cfg.run.save_videos, metadata=_metadata(cfg))]
+    if cfg.trainer.progress_bar == "rich":
+        callbacks.append(RichProgressBar())
+    elif cfg.trainer.progress_bar == "tqdm":
+        callbacks.append(TQDMProgressBar())
+    if run.stage == "fit":
+        monitor = cfg.run.monitor or model_class.monitor
+        mode = cfg.run.monitor_mode if cfg.run.monitor else model_class.monitor_mode
+        callbacks.append(ModelCheckpoint(dirpath=run.run_dir / "checkpoints", save_last=True, monitor=monitor,
+                                         mode=mode, save_top_k=1 if monitor else 0,
+                                         filename="best-{epoch:03d}-{step}", auto_insert_metric_name=False))
+        if cfg.logger.name != "none":
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if cfg.logger.log_videos and issubclass(model_class, TalkingHeadModel):
+            callbacks.append(ValidationVideos(run.run_dir, cfg.logger.num_videos))
+    return callbacks
+
+
+def _metadata(cfg: DictConfig) -> dict:
+    from zoo import __version__
+
+    return {"model": cfg.run.model, "run": cfg.run.name, "seed": cfg.run.seed, "zoo_version": __version__,
+            "data": {"name": cfg.data.name, "root": cfg.data.root}}
+
+
+def build_trainer(run: Run, logger) -> pl.Trainer:
+    cfg = run.cfg
+    t = cfg.trainer
+    plugins = []
+    if t.use_slurm_requeue:
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        plugins.append(SLURMEnvironment(auto_requeue=True))
+    optional = {k: t[k] for k in ("gradient_clip_val", "limit_train_batches", "limit_val_batches",
+                                   "limit_test_batches", "limit_predict_batches", "max_time") if t[k] is not None}
+    return pl.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps,
+        gradient_clip_algorithm=t.gradient_clip_algorithm, accumulate_grad_batches=t.accumulate_grad_batches,
+        check_val_every_n_epoch=t.check_val_every_n_epoch, log_every_n_steps=t.log_every_n_steps,
+        num_sanity_val_steps=t.num_sanity_val_steps, fast_dev_run=t.fast_dev_run, sync_batchnorm=t.sync_batchnorm,
+        deterministic=cfg.run.deterministic or None, enable_progress_bar=t.progress_bar != "none",
+        default_root_dir=str(run.run_dir), logger=logger, callbacks=_callbacks(run, get_entry(cfg.run.model).model_class),
+        enable_checkpointing=run.stage == "fit", plugins=plugins or None, **optional)
+
+
+def prepare(stage: str, model: str, data: Optional[str] = None, config_file: Optional[str] = None,
+            overrides: Optional[list[str]] = None, resume: Optional[str] = None,
+            ckpt: Optional[str] = None) -> Run:
+    """Compose the config and resolve the run directory (no side effects besides validation)."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown command '{stage}'; valid: {', '.join(STAGES)}")
+    cfg = compose(model, data, config_file, overrides)
+    add_model_fields(cfg)
+    return resolve_run(stage, cfg, resume, ckpt)
+
+
+def execute(run: Run) -> dict:
+    """Run the job; returns the logged metrics (``trainer.callback_metrics`` as floats)."""
+    cfg = run.cfg
+    pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    entry = get_entry(cfg.run.model)
+    model = entry.builder(to_dataclass(cfg.model, entry.config))
+    if pl.utilities.rank_zero.rank_zero_only.rank == 0:
+        save_config(cfg, run.run_dir / "config.yaml")
+    logger = build_logger(cfg, run.run_dir, job_type=run.stage)
+    trainer = build_trainer(run, logger)
+    if run.stage == "fit":
+        trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path)
+    else:
+        getattr(trainer, run.stage)(model, datamodule=datamodule, ckpt_path=run.ckpt_path)
+    if logger:
+        logger.finalize("success")
+        if hasattr(logger, "experiment") and cfg.logger.name == "wandb" and trainer.is_global_zero:
+            import wandb
+
+            wandb.finish()
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}

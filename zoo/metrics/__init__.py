@@ -1,0 +1,1 @@
+"""The metric suite. ``zoo.metrics.functional`` holds the functional forms."""

@@ -1,0 +1,73 @@
+"""The common model interface every method implements and every consumer (test, predict, leaderboard) uses.
+
+A :class:`ZooModule` is any registered LightningModule (including single training stages that do not make
+video). A :class:`TalkingHeadModel` additionally implements :meth:`TalkingHeadModel.generate`, which turns a
+datamodule batch (audio + reference inputs) into a :class:`GeneratedClip`. Test and predict steps are defined
+here once: they return the generated clip, and the core's evaluation callback scores it and writes the videos,
+so no method re-implements metric evaluation or video writing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import pytorch_lightning as pl
+import torch
+
+
+@dataclass
+class GeneratedClip:
+    """A batch of generated clips.
+
+    Attributes:
+        frames: float [B, T, 3, H, W] in [0, 1].
+        landmarks2d: optional float [B, T, 68, 2] image landmarks (pixels) the method predicted.
+        pose: optional float [B, T, 6] head pose (rotation xyz rad, translation xyz).
+        expression: optional float [B, T, 64] expression coefficients.
+    """
+
+    frames: torch.Tensor
+    landmarks2d: Optional[torch.Tensor] = None
+    pose: Optional[torch.Tensor] = None
+    expression: Optional[torch.Tensor] = None
+
+    def __post_init__(self):
+        if self.frames.dim() != 5 or self.frames.shape[2] != 3:
+            raise ValueError(f"GeneratedClip.frames must be [B, T, 3, H, W], got {tuple(self.frames.shape)}")
+
+
+def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, H, W] in 0..255 -> float32 in [0, 1] (float input passes through)."""
+    return frames.float().div_(255.0) if frames.dtype == torch.uint8 else frames
+
+
+class ZooModule(pl.LightningModule):
+    """Base of every registered module.
+
+    Class attributes:
+        data_fields: datamodule fields the module needs (merged into ``data.fields`` by the harness).
+        monitor: the metric that selects the "best" checkpoint (``None``: keep only ``last``).
+        trainable: False for modules with nothing to fit (the baselines).
+    """
+
+    data_fields: ClassVar[tuple[str, ...]] = ()
+    monitor: ClassVar[Optional[str]] = "val/loss"
+    monitor_mode: ClassVar[str] = "min"
+    trainable: ClassVar[bool] = True
+
+
+class TalkingHeadModel(ZooModule):
+    """A model that generates talking-head video from audio and reference inputs."""
+
+    def generate(self, batch: dict) -> GeneratedClip:
+        """Generate the clips of ``batch`` (see :class:`zoo.data.datamodule.TalkingHeadDataModule` for its keys)."""
+        raise NotImplementedError
+
+    def test_step(self, batch: dict, batch_idx: int) -> GeneratedClip:
+        return self.generate(batch)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> GeneratedClip:
+        return self.generate(batch)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> GeneratedClip:
+        return self.generate(batch)

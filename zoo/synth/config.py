@@ -1,0 +1,101 @@
+"""Configuration of the synthetic corpus and its version hash."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+from zoo.errors import ConfigError
+
+# Bump whenever generated content changes for the same config: it is part of the corpus hash, so cached
+# corpora built by older code are rebuilt instead of silently reused.
+GENERATOR_VERSION = "1"
+
+
+@dataclass
+class SynthConfig:
+    """Everything that determines the synthetic corpus (same config -> identical bytes on disk).
+
+    OmegaConf structured-config compatible: only plain scalar / Optional fields.
+    """
+
+    seed: int = 0
+    identities: int = 6                # seen identities: their clips are split into train / val / test
+    unseen_identities: int = 2         # held-out identities: all their clips form the test_unseen split
+    styles: int = 6                    # speaking styles (6 designed ones, more are generated procedurally)
+    intensities: int = 3               # intensity levels per style
+    clips_per_identity: int = 24       # clips per seen identity
+    unseen_clips_per_identity: Optional[int] = None  # None -> half of clips_per_identity (at least 1)
+    seconds: float = 8.0               # clip length
+    fps: float = 25.0
+    size: int = 128                    # square frame size in pixels (64..512)
+    sample_rate: int = 16000
+    val_fraction: float = 0.15         # per seen identity, at least one clip each for val and test
+    test_fraction: float = 0.15
+
+
+def num_frames(cfg: SynthConfig) -> int:
+    """Frames per clip."""
+    return int(round(cfg.seconds * cfg.fps))
+
+
+def num_samples(cfg: SynthConfig) -> int:
+    """Audio samples per clip: exactly round(T * sample_rate / fps)."""
+    return int(round(num_frames(cfg) * cfg.sample_rate / cfg.fps))
+
+
+def unseen_clips(cfg: SynthConfig) -> int:
+    if cfg.unseen_clips_per_identity is not None:
+        return int(cfg.unseen_clips_per_identity)
+    return max(1, cfg.clips_per_identity // 2)
+
+
+def validate(cfg: SynthConfig) -> None:
+    """Raise ConfigError naming the first bad field."""
+    checks = [
+        ("identities", cfg.identities >= 1, "must be >= 1"),
+        ("unseen_identities", cfg.unseen_identities >= 0, "must be >= 0"),
+        ("styles", 1 <= cfg.styles <= 64, "must be in 1..64"),
+        ("intensities", 1 <= cfg.intensities <= 10, "must be in 1..10"),
+        ("clips_per_identity", cfg.clips_per_identity >= 3, "must be >= 3 (one clip each for train/val/test)"),
+        ("unseen_clips_per_identity", unseen_clips(cfg) >= 1, "must be >= 1"),
+        ("seconds", 1.0 <= cfg.seconds <= 120.0, "must be in [1, 120]"),
+        ("fps", 5.0 <= cfg.fps <= 120.0, "must be in [5, 120]"),
+        ("size", 64 <= cfg.size <= 512, "must be in 64..512"),
+        ("sample_rate", 8000 <= cfg.sample_rate <= 48000, "must be in 8000..48000"),
+        ("val_fraction", 0.0 <= cfg.val_fraction < 0.5, "must be in [0, 0.5)"),
+        ("test_fraction", 0.0 <= cfg.test_fraction < 0.5, "must be in [0, 0.5)"),
+    ]
+    for name, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"synth.{name}={getattr(cfg, name)!r} {why}")
+
+
+def as_dict(cfg: SynthConfig) -> dict:
+    """Plain dict of the config (works for OmegaConf DictConfig views of a SynthConfig too)."""
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(SynthConfig)}
+
+
+def coerce(cfg) -> SynthConfig:
+    """A real SynthConfig from a SynthConfig, an OmegaConf node or a dict, with numeric types normalised."""
+    src = cfg if isinstance(cfg, dict) else as_dict(cfg)
+    unknown = set(src) - {f.name for f in dataclasses.fields(SynthConfig)}
+    if unknown:
+        raise ConfigError(f"unknown synth config key(s): {', '.join(sorted(unknown))}")
+    out = SynthConfig(**src)
+    for f in dataclasses.fields(SynthConfig):
+        value = getattr(out, f.name)
+        if value is not None and f.type in ("int", "float", "Optional[int]"):
+            setattr(out, f.name, float(value) if f.type == "float" else int(value))
+    return out
+
+
+def config_hash(cfg: SynthConfig) -> str:
+    """12 hex chars identifying the corpus a config produces (stable across runs and machines)."""
+    payload = {"generator_version": GENERATOR_VERSION, **as_dict(coerce(cfg))}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
