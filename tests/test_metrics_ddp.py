@@ -8,8 +8,6 @@ synchronisation. Any mismatch raises in the worker and fails the script.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -96,13 +94,14 @@ def update(metric, data, items: slice) -> None:
             metric.update(data["pred"][part], data["target"][part])
 
 
-def worker(rank: int, port: int, out: str) -> None:
+def worker(rank: int, store: str, out: str) -> None:
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=120))
+    # A file rendezvous: no port to pick, so no race with other processes on a shared machine.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE,
+                            timeout=timedelta(seconds=120))
     try:
         data = make_data()
         results = {}
@@ -127,10 +126,9 @@ def worker(rank: int, port: int, out: str) -> None:
 def main(out: str) -> None:
     import torch.multiprocessing as mp
 
-    with socket.socket() as probe:                                                 # a free loopback port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.spawn(worker, args=(port, out), nprocs=WORLD_SIZE, join=True)
+    store = Path(out).with_name(f".{Path(out).name}.store")                        # must not exist yet
+    store.unlink(missing_ok=True)
+    mp.spawn(worker, args=(str(store), out), nprocs=WORLD_SIZE, join=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     zoo fit | validate | test | predict --model NAME [--data NAME] [--config FILE] [key=value ...]
     zoo models                       registered models, one line each
+    zoo weights                      pretrained weight files: status and SHA256
     zoo config --model NAME [...]    print the composed config
     zoo data synth [key=value ...]   build the embedded synthetic corpus
 
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. trainer=cpu trainer.max_epochs=3 data.batch_size=4")
     sub.add_parser("models", help="list registered models")
+    p = sub.add_parser("weights", help="list the pretrained weight files, their status and hashes")
+    p.add_argument("--dir", default=None, help="weights directory (default $ZOO_WEIGHTS_DIR or torch hub's)")
     p = sub.add_parser("data", help="data tools")
     p.add_argument("action", choices=["synth"], help="synth: build the embedded synthetic corpus")
     p.add_argument("--out", default=None, help="output directory (default: the cache used by data=synth)")
@@ -95,6 +98,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if args.command == "models":
             _cmd_models()
+        elif args.command == "weights":
+            from zoo.weights import format_weights_table
+
+            print(format_weights_table(args.dir))
         elif args.command == "config":
             _cmd_config(args)
         elif args.command == "data":

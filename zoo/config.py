@@ -27,6 +27,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from zoo.data.datamodule import DataConfig
 from zoo.errors import ConfigError
+from zoo.io.atomic import atomic_path
 from zoo.registry import get_entry
 from zoo.synth import SynthConfig
 
@@ -245,7 +246,5 @@ def to_dataclass(node: DictConfig, cls: type) -> Any:
 
 def save_config(cfg: DictConfig, path: Path) -> None:
     """Write the composed config as YAML atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))

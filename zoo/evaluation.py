@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,6 +21,7 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
 
+from zoo.io.atomic import atomic_path
 from zoo.io.video import write_video
 from zoo.metrics import functional as F
 from zoo.model import GeneratedClip, TalkingHeadModel, frames_to_float
@@ -69,10 +69,8 @@ def aggregate(records: list[dict]) -> dict[str, float]:
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
 
 
 class ClipEvaluator(Callback):
@@ -132,7 +130,11 @@ class ClipEvaluator(Callback):
         if stage != "predict" and summary:
             pl_module.log_dict({f"{stage}/{k}": v for k, v in summary.items()}, sync_dist=False)
         if trainer.is_global_zero:
+            dataset = trainer.datamodule.dataset
+            split = getattr(trainer.datamodule.cfg, f"{'val' if stage == 'val' else stage}_split")
             payload = {"stage": stage, "num_clips": len(records), "aggregate": summary, "clips": records,
+                       "dataset": {"name": dataset.name, "version": dataset.version, "split": split,
+                                   "root": str(dataset.root)},
                        **self.metadata}
             atomic_write_json(self.run_dir / "results" / f"{stage}.json", payload)
         self.summary = summary

@@ -167,8 +167,7 @@ def _callbacks(run: Run, model_class: type) -> list:
 def _metadata(cfg: DictConfig) -> dict:
     from zoo import __version__
 
-    return {"model": cfg.run.model, "run": cfg.run.name, "seed": cfg.run.seed, "zoo_version": __version__,
-            "data": {"name": cfg.data.name, "root": cfg.data.root}}
+    return {"model": cfg.run.model, "run": cfg.run.name, "seed": cfg.run.seed, "zoo_version": __version__}
 
 
 def build_trainer(run: Run, logger) -> pl.Trainer:

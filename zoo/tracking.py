@@ -14,6 +14,8 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from zoo.io.atomic import atomic_path
+
 
 def wandb_credentials_present() -> bool:
     """True when W&B could authenticate without prompting (API key in the environment or ~/.netrc)."""
@@ -45,10 +47,8 @@ def _stable_run_id(run_dir: Path) -> str:
         return id_file.read_text().strip()
     alphabet = string.ascii_lowercase + string.digits
     run_id = "".join(secrets.choice(alphabet) for _ in range(8))  # W&B's own id format
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = id_file.with_suffix(".tmp")
-    tmp.write_text(run_id)
-    os.replace(tmp, id_file)
+    with atomic_path(id_file) as tmp:
+        tmp.write_text(run_id)
     return run_id
 
 

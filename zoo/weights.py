@@ -88,7 +88,7 @@ def register(entry: WeightFile) -> WeightFile:
     return entry
 
 
-# The known files. Full hashes are from /work/shared/reference/metrics.md §9 (two mirrors agree for syncnet and
+# The known files. Full hashes are the published ones (two mirrors agree for syncnet and
 # s3fd). Where no full hash is published, torchvision's and face-alignment's convention of naming a file after the
 # first hex digits of its SHA256 (torch.hub's HASH_REGEX) is checked instead: s3fd-619a316812.pth, whose full hash
 # is known, confirms face-alignment follows it.

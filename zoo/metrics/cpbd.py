@@ -7,7 +7,7 @@ number with array operations. Apart from ``skimage.feature.canny`` (called exact
 intermediate is an exact integer (or dyadic) quantity for uint8 input, so it is computed in integer arithmetic, and
 the result is bit-identical to the package's.
 
-Algorithm (reference behaviour, see ``shared/reference/metrics.md`` §4):
+Algorithm (reference behaviour, see README "Metric protocols"):
 
 1. ``canny(image)`` with skimage defaults on the float64 image; used only to classify 64x64 blocks.
 2. Octave-style Sobel of vertical edges, ``convolve(image, HSOBEL_WEIGHTS.T / 8) ** 2`` (reflect borders),

@@ -4,7 +4,7 @@ The distance is pytorch-fid 0.3.0's ``calculate_frechet_distance`` (the FID refe
 re-implemented with the same algorithm: ``scipy.linalg.sqrtm`` of ``sigma1 @ sigma2``, retried with ``eps * I``
 added to both covariances when the square root is not finite, the imaginary part dropped when its diagonal is
 within 1e-3 of 0 (``ValueError`` otherwise). Features and statistics are float64 throughout (float32 statistics
-move FID visibly, ``shared/reference/metrics.md`` §2.3).
+move FID visibly, README "Metric protocols").
 
 :class:`FrechetDistance` accumulates float64 sums (sum x, sum x x^T, n) per distribution, as torchmetrics' FID
 does, so DDP synchronisation adds a few tensors instead of gathering every feature. The Inception network (or any

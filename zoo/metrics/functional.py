@@ -1,7 +1,7 @@
 """Functional metrics (pure functions on tensors): the single definitions the metric classes accumulate.
 
 Each function follows one reference implementation of the talking-head literature and says which
-(``shared/reference/metrics.md``). Per-image or per-clip values come back; averaging over a dataset is the
+(README "Metric protocols"). Per-image or per-clip values come back; averaging over a dataset is the
 caller's (or the metric class's) job, always as a mean of per-item values.
 
 =========================  ==============================================================================
@@ -12,6 +12,8 @@ caller's (or the metric class's) job, always as a mean of per-item values.
 ``frechet_distance``       pytorch-fid's ``calculate_frechet_distance`` (:mod:`zoo.metrics.fid`)
 ``feature_statistics``     mean and ``np.cov`` of features, as pytorch-fid
 ``lpips``                  per image, through an ``lpips.LPIPS`` network (see :mod:`zoo.metrics.lpips`)
+``sync_scores``            (offset, LSE-D, LSE-C) per video, syncnet_python's evaluate (:mod:`zoo.metrics.sync`)
+``csim``                   identity cosine similarity after 5-point alignment (:mod:`zoo.metrics.identity`)
 =========================  ==============================================================================
 """
 from __future__ import annotations
@@ -21,10 +23,12 @@ from torch import nn
 
 from zoo.metrics.cpbd import cpbd
 from zoo.metrics.fid import feature_statistics, frechet_distance
+from zoo.metrics.identity import csim
 from zoo.metrics.ssim import SSIM_VARIANTS, ssim
+from zoo.metrics.sync import sync_scores
 
 __all__ = ["psnr", "ssim", "lmd", "lmd_frames", "cpbd", "frechet_distance", "feature_statistics", "lpips",
-           "SSIM_VARIANTS", "LANDMARK_REGIONS"]
+           "sync_scores", "csim", "SSIM_VARIANTS", "LANDMARK_REGIONS"]
 
 # iBUG-68 point ranges: the mouth is points 48-67 (outer and inner lips), the face all 68.
 LANDMARK_REGIONS = {"mouth": slice(48, 68), "face": slice(0, 68)}

@@ -12,7 +12,7 @@ Both variants reproduce ``skimage.metrics.structural_similarity`` (scikit-image 
 In both, K1 = 0.01, K2 = 0.03, C = (K * data_range) ** 2, the SSIM map is averaged over the *valid* region only
 (skimage filters with reflected borders, then crops (win - 1) // 2 pixels, so the border never enters the mean;
 a valid convolution gives the same pixels), then over channels. torchmetrics' SSIM differs: since 1.5 its mean
-includes the padded border (``shared/reference/metrics.md`` §3).
+includes the padded border (README "Metric protocols").
 """
 from __future__ import annotations
 

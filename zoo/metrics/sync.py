@@ -17,6 +17,12 @@ Video variant (recorded as :data:`VIDEO_VARIANT`): frames come in as RGB uint8, 
 float and, when not 224x224, resized with ``cv2.resize`` bilinear -- Wav2Lip's ``SyncNetInstance_calc_scores``
 path for already-cropped generated videos. There is no JPEG round-trip (syncnet_python extracts frames to JPEG)
 and no S3FD face-crop pipeline; both shift scores slightly (metrics.md §1.6).
+
+Other SyncNets (the synthetic-domain evaluator, :mod:`zoo.evaluators.sync_network`) plug into the same protocol
+by declaring their video geometry as attributes: ``input_size`` (``int`` or ``(H, W)``; default 224) and
+``crop_box`` (a fixed ``(x0, y0, x1, y1)`` box in fractions of the frame width/height, cut out before the resize;
+default none). Everything else -- MFCC, windows, offsets, LSE-D/LSE-C -- is unchanged, and the variant string
+(:func:`video_variant`) records the geometry. A network without these attributes takes the official path.
 """
 from __future__ import annotations
 
@@ -34,7 +40,8 @@ from zoo.errors import DataError
 from zoo.metrics.backbones import BackboneRef, module_device
 
 __all__ = ["SyncScore", "SyncMetric", "sync_scores", "score_offsets", "mean_offset_distances", "audio_mfcc",
-           "int16_scale", "prepare_video", "num_windows", "extract_features", "VIDEO_VARIANT"]
+           "int16_scale", "prepare_video", "num_windows", "extract_features", "VIDEO_VARIANT", "video_geometry",
+           "video_variant", "crop_pixels"]
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -93,23 +100,71 @@ def audio_mfcc(audio) -> np.ndarray:
     return python_speech_features.mfcc(int16_scale(audio), SAMPLE_RATE).T
 
 
-def prepare_video(frames) -> torch.Tensor:
+def _hw(size) -> tuple[int, int]:
+    """``(H, W)`` from an int (square) or a pair."""
+    if isinstance(size, int):
+        return size, size
+    height, width = (int(v) for v in size)
+    return height, width
+
+
+def video_geometry(syncnet: nn.Module) -> tuple[tuple[int, int], Optional[tuple[float, float, float, float]]]:
+    """The network's video input geometry: ``((H, W), crop_box)`` from its ``input_size`` / ``crop_box``
+    attributes; ``((224, 224), None)`` (the official path) when it has neither."""
+    crop = getattr(syncnet, "crop_box", None)
+    return _hw(getattr(syncnet, "input_size", SIZE)), (None if crop is None else tuple(float(c) for c in crop))
+
+
+def video_variant(syncnet: Optional[nn.Module] = None) -> str:
+    """The recorded video preprocessing of ``syncnet``: :data:`VIDEO_VARIANT` on the official path, else the same
+    description with its input size and fixed crop box."""
+    if syncnet is None:
+        return VIDEO_VARIANT
+    (height, width), crop = video_geometry(syncnet)
+    if (height, width) == (SIZE, SIZE) and crop is None:
+        return VIDEO_VARIANT
+    box = "" if crop is None else ("fixed crop box x %.4g..%.4g, y %.4g..%.4g of the frame, then " % (
+        crop[0], crop[2], crop[1], crop[3]))
+    return (f"RGB uint8 -> BGR float 0..255, {box}cv2 bilinear resize to {height}x{width} (HxW) when needed; "
+            f"no JPEG round-trip, no face detection")
+
+
+def crop_pixels(crop: tuple[float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
+    """Pixel box ``(x0, y0, x1, y1)`` (exclusive end) of a fractional crop box in a ``height`` x ``width`` frame:
+    each edge rounded to the nearest pixel, so the box scales with the frame resolution."""
+    x0, y0, x1, y1 = crop
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise ValueError(f"crop box must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {crop}")
+    px = (int(round(x0 * width)), int(round(y0 * height)), int(round(x1 * width)), int(round(y1 * height)))
+    if px[2] <= px[0] or px[3] <= px[1]:
+        raise DataError(f"sync video: crop box {crop} is empty in a {height}x{width} frame")
+    return px
+
+
+def prepare_video(frames, size=SIZE, crop: Optional[tuple[float, float, float, float]] = None) -> torch.Tensor:
     """SyncNet input frames from RGB uint8 frames.
 
     Args:
         frames: uint8 [T, H, W, 3] RGB (numpy or tensor).
+        size: network input size, ``int`` (square) or ``(h, w)``; 224 for the official SyncNet.
+        crop: optional fixed box ``(x0, y0, x1, y1)`` in fractions of the frame (see :func:`crop_pixels`), cut out
+            before the resize; ``None`` (official path) keeps the whole frame.
 
     Returns:
-        uint8 [3, T, 224, 224] BGR (converted to float per batch, to keep long videos small in memory).
+        uint8 [3, T, h, w] BGR (converted to float per batch, to keep long videos small in memory).
     """
     if isinstance(frames, torch.Tensor):
         frames = frames.detach().cpu().numpy()
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise DataError(f"sync video: expected uint8 RGB frames [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    height, width = _hw(size)
+    if crop is not None:
+        x0, y0, x1, y1 = crop_pixels(crop, frames.shape[1], frames.shape[2])
+        frames = frames[:, y0:y1, x0:x1]
     bgr = np.ascontiguousarray(frames[..., ::-1])
-    if bgr.shape[1:3] != (SIZE, SIZE):
-        bgr = np.stack([cv2.resize(f, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for f in bgr])
+    if bgr.shape[1:3] != (height, width):
+        bgr = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in bgr])
     return torch.from_numpy(bgr).permute(3, 0, 1, 2)
 
 
@@ -125,7 +180,7 @@ def extract_features(syncnet: nn.Module, video: torch.Tensor, mfcc: np.ndarray, 
 
     Args:
         syncnet: module with ``forward_lip`` and ``forward_aud`` (e.g. :class:`~zoo.metrics.backbones.syncnet.SyncNet`).
-        video: uint8 [3, T, 224, 224] BGR from :func:`prepare_video`.
+        video: uint8 [3, T, H, W] BGR from :func:`prepare_video` (224x224 for the official SyncNet).
         mfcc: [13, T_mfcc] from :func:`audio_mfcc`.
         windows: number of windows (:func:`num_windows`).
 
@@ -138,7 +193,7 @@ def extract_features(syncnet: nn.Module, video: torch.Tensor, mfcc: np.ndarray, 
     for start in range(0, windows, batch_size):
         stop = min(windows, start + batch_size)
         clip = video[:, start:stop + VIDEO_WINDOW - 1].to(device).float()
-        lips = torch.stack([clip[:, i:i + VIDEO_WINDOW] for i in range(stop - start)])           # [B, 3, 5, 224, 224]
+        lips = torch.stack([clip[:, i:i + VIDEO_WINDOW] for i in range(stop - start)])           # [B, 3, 5, H, W]
         auds = torch.stack([cct[:, MFCC_PER_FRAME * v:MFCC_PER_FRAME * v + MFCC_WINDOW]
                             for v in range(start, stop)]).unsqueeze(1).to(device)             # [B, 1, 13, 20]
         video_feats.append(syncnet.forward_lip(lips).float().cpu())
@@ -183,7 +238,8 @@ def sync_scores(video_frames, audio_int16_16k, syncnet: Optional[nn.Module] = No
     """Offset, LSE-D and LSE-C of one talking-head video (syncnet_python ``evaluate``; see the module docstring).
 
     Args:
-        video_frames: uint8 [T, H, W, 3] RGB frames at 25 fps (face crops; resized to 224x224 if needed).
+        video_frames: uint8 [T, H, W, 3] RGB frames at 25 fps (face crops; resized to 224x224 if needed, or to
+            the network's ``input_size`` after its ``crop_box``; see :func:`video_geometry`).
         audio_int16_16k: 16 kHz mono audio [N]: int16 samples, or float samples in [-1, 1].
         syncnet: the SyncNet to use (any module with ``forward_lip``/``forward_aud``); default: the verified
             ``syncnet_v2.model`` from the weights directory (loaded per call -- pass one when scoring many videos).
@@ -200,7 +256,7 @@ def sync_scores(video_frames, audio_int16_16k, syncnet: Optional[nn.Module] = No
         from zoo.metrics.backbones.syncnet import SyncNet
 
         syncnet = SyncNet.from_weights()
-    video = prepare_video(video_frames)
+    video = prepare_video(video_frames, *video_geometry(syncnet))
     samples = int16_scale(audio_int16_16k)
     mfcc = python_speech_features.mfcc(samples, SAMPLE_RATE).T
     n_samples = len(samples)
@@ -230,7 +286,8 @@ class SyncMetric(Metric):
 
     Attributes:
         backbone: name of the network that computed the scores.
-        variant: the video preprocessing variant (:data:`VIDEO_VARIANT`).
+        variant: the video preprocessing variant (:data:`VIDEO_VARIANT` for the official geometry; see
+            :func:`video_variant`).
     """
 
     is_differentiable = False
@@ -241,7 +298,7 @@ class SyncMetric(Metric):
         super().__init__(**kwargs)
         self._syncnet = BackboneRef(syncnet)
         self.backbone = getattr(syncnet, "name", type(syncnet).__name__)
-        self.variant = VIDEO_VARIANT
+        self.variant = video_variant(syncnet)
         self.batch_size = batch_size
         self.add_state("lse_c_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("lse_d_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
