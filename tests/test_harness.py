@@ -32,9 +32,15 @@ def test_test_static_and_gt_write_videos_with_sound(capsys, tiny_corpus, runs, t
                for m in ("static", "gt")}
     gt, static = results["gt"], results["static"]
     assert gt["num_clips"] == static["num_clips"] > 0
-    assert gt["aggregate"]["psnr"] == pytest.approx(100.0)          # capped infinity: identical frames
-    assert gt["aggregate"]["m_lmd"] == 0.0 and static["aggregate"]["m_lmd"] > 0.1
-    assert static["aggregate"]["psnr"] < 40
+    agg_gt, agg_static = gt["aggregate"], static["aggregate"]
+    assert agg_gt["PSNR"] == pytest.approx(100.0)                    # capped infinity: identical frames
+    assert agg_gt["SSIM[wang]"] == pytest.approx(1.0) and agg_static["SSIM[wang]"] < 0.99
+    assert agg_gt["M-LMD[synth-landmarks]"] == 0.0 and agg_static["M-LMD[synth-landmarks]"] > 0
+    assert agg_static["PSNR"] < 40
+    assert set(agg_gt) == set(agg_static) >= {"FID[synth-id]", "CSIM[synth-id]", "Sync_conf[synth-syncnet]",
+                                              "LSE-D[synth-syncnet]", "CPBD", "F-LMD[synth-landmarks]"}
+    assert gt["metrics"]["FID[synth-id]"]["backbones"]["fid"] == "synth-id"
+    assert gt["dataset"]["version"] and gt["seed"] == 0
     videos = sorted((tmp_path / "runs" / "static" / "smoke" / "media" / "test").glob("*.mp4"))
     assert len(videos) == 2
     with av.open(str(videos[0])) as container:

@@ -91,6 +91,18 @@ class LoggerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The metric suite ``validate``/``test`` run (see :mod:`zoo.metrics.suite`)."""
+
+    metrics: List[str] = field(default_factory=lambda: ["lmd", "ssim", "psnr", "cpbd", "csim", "fid", "sync",
+                                                        "lpips"])
+    backbones: str = "auto"             # auto (synth-kit for data=synth, official otherwise) | official | synth-kit
+    weights_dir: Optional[str] = None   # official weight files (default $ZOO_WEIGHTS_DIR or torch hub's)
+    kit_dir: Optional[str] = None       # synthetic evaluator kits (default $ZOO_DATA_DIR/evaluator-kit)
+    kit_overrides: List[str] = field(default_factory=list)  # extra key=value for training the kit (quick runs)
+
+
+@dataclass
 class DataSection(DataConfig):
     """The datamodule config plus the synthetic corpus' generator config (used when ``name=synth``)."""
 
@@ -117,6 +129,7 @@ def schema_for(model: str) -> DictConfig:
         trainer: TrainerConfig = field(default_factory=TrainerConfig)
         logger: LoggerConfig = field(default_factory=LoggerConfig)
         data: DataSection = field(default_factory=DataSection)
+        eval: EvalConfig = field(default_factory=EvalConfig)
         model: Any = field(default_factory=entry.config)
 
     schema = OmegaConf.structured(ZooConfig)
@@ -221,14 +234,20 @@ _CHOICES = {
     "logger.name": ("wandb", "csv", "none"),
     "logger.mode": ("auto", "online", "offline"),
     "run.monitor_mode": ("min", "max"),
+    "eval.backbones": ("auto", "official", "synth-kit"),
 }
 
 
 def _check_choices(cfg: DictConfig) -> None:
+    from zoo.metrics.suite import ALL_METRICS
+
     for key, valid in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if str(value) not in valid:
             raise ConfigError(f"invalid value {value!r} for '{key}'; valid choices: {', '.join(valid)}")
+    for metric in cfg.eval.metrics:
+        if metric not in ALL_METRICS:
+            raise ConfigError(f"invalid metric {metric!r} in 'eval.metrics'; valid choices: {', '.join(ALL_METRICS)}")
 
 
 def to_dataclass(node: DictConfig, cls: type) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import Callback
 
 from zoo.io.atomic import atomic_path
 from zoo.io.video import write_video
-from zoo.metrics import functional as F
+from zoo.metrics.suite import MetricSuite
 from zoo.model import GeneratedClip, TalkingHeadModel, frames_to_float
 from zoo.tracking import log_video_file
 
@@ -32,20 +32,6 @@ def to_video_array(frames: torch.Tensor) -> np.ndarray:
     """float [T, 3, H, W] in [0, 1] (or uint8) -> uint8 [T, H, W, 3] for the video writer."""
     frames = frames_to_float(frames.detach()).clamp(0, 1)
     return (frames.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-
-
-def clip_metrics(batch: dict, clip: GeneratedClip) -> list[dict[str, float]]:
-    """Per-clip scores of a generated batch against its ground truth (only those the inputs allow)."""
-    scores: dict[str, torch.Tensor] = {}
-    if "frames" in batch:
-        target = frames_to_float(batch["frames"]).to(clip.frames.device)
-        per_frame = F.psnr(clip.frames.clamp(0, 1), target)          # [B, T]
-        scores["psnr"] = per_frame.clamp(max=100.0).mean(-1)       # identical frames: cap inf at 100 dB
-    if clip.landmarks2d is not None and "landmarks2d" in batch:
-        scores["m_lmd"] = F.lmd(clip.landmarks2d, batch["landmarks2d"], "mouth")
-        scores["f_lmd"] = F.lmd(clip.landmarks2d, batch["landmarks2d"], "face")
-    size = clip.frames.shape[0]
-    return [{name: float(values[i]) for name, values in scores.items()} for i in range(size)]
 
 
 def gather_records(records: list[dict]) -> list[dict]:
@@ -74,18 +60,35 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 
 class ClipEvaluator(Callback):
-    """Scores generated clips, writes them as mp4 with sound, and writes ``results/<stage>.json``."""
+    """Scores generated clips with the metric suite, writes them as mp4 with sound, and ``results/<stage>.json``.
 
-    def __init__(self, run_dir: Path, save_videos: int = 4, metadata: Optional[dict] = None):
+    Args:
+        run_dir: the run directory.
+        save_videos: mp4s written per validate/test run (-1: all; predict always writes all).
+        metadata: recorded in the results (model, run, seed, versions).
+        suite_factory: builds the :class:`~zoo.metrics.suite.MetricSuite` for the datamodule (its backbones depend
+            on the data domain); ``None``: no scoring.
+    """
+
+    def __init__(self, run_dir: Path, save_videos: int = 4, metadata: Optional[dict] = None,
+                 suite_factory: Optional[Callable[[Any], MetricSuite]] = None):
         self.run_dir = Path(run_dir)
         self.save_videos = save_videos
         self.metadata = metadata or {}
+        self.suite_factory = suite_factory
+        self.suite: Optional[MetricSuite] = None
         self.records: list[dict] = []
         self.videos_written = 0
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage in ("validate", "test") and self.suite_factory is not None and self.suite is None:
+            self.suite = self.suite_factory(trainer.datamodule)
 
     # Lightning hook plumbing: one handler for validate / test / predict.
     def _reset(self, *args) -> None:
         self.records, self.videos_written = [], 0
+        if self.suite is not None:
+            self.suite.reset()
 
     on_validation_epoch_start = on_test_epoch_start = on_predict_epoch_start = _reset
 
@@ -102,7 +105,10 @@ class ClipEvaluator(Callback):
     def _handle(self, trainer, stage: str, clip: Any, batch: dict, score: bool = True) -> None:
         if not isinstance(clip, GeneratedClip):
             return
-        metrics = clip_metrics(batch, clip) if score else [{} for _ in range(clip.frames.shape[0])]
+        if score and self.suite is not None:
+            metrics = self.suite.score(batch, clip.frames)
+        else:
+            metrics = [{} for _ in range(clip.frames.shape[0])]
         limit = self.save_videos if stage != "predict" else -1
         for i, clip_id in enumerate(batch["clip_id"]):
             record = {"clip_id": clip_id, "sample_index": int(batch["sample_index"][i]),
@@ -127,14 +133,19 @@ class ClipEvaluator(Callback):
     def _finish(self, trainer, pl_module, stage: str) -> None:
         records = gather_records(self.records)
         summary = aggregate(records)
+        if self.suite is not None and stage != "predict":
+            summary.update(self.suite.dataset_scores())   # collective under DDP: every rank calls it
         if stage != "predict" and summary:
-            pl_module.log_dict({f"{stage}/{k}": v for k, v in summary.items()}, sync_dist=False)
+            # round brackets in logged names: Rich (the progress/summary tables) treats [..] as markup
+            pl_module.log_dict({f"{stage}/{k.replace('[', '(').replace(']', ')')}": v for k, v in summary.items()},
+                               sync_dist=False)
         if trainer.is_global_zero:
             dataset = trainer.datamodule.dataset
             split = getattr(trainer.datamodule.cfg, f"{'val' if stage == 'val' else stage}_split")
             payload = {"stage": stage, "num_clips": len(records), "aggregate": summary, "clips": records,
                        "dataset": {"name": dataset.name, "version": dataset.version, "split": split,
                                    "root": str(dataset.root)},
+                       "metrics": self.suite.describe() if self.suite is not None and stage != "predict" else {},
                        **self.metadata}
             atomic_write_json(self.run_dir / "results" / f"{stage}.json", payload)
         self.summary = summary

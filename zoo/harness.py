@@ -18,6 +18,7 @@ from zoo.config import compose, save_config, to_dataclass
 from zoo.data.datamodule import DataConfig, TalkingHeadDataModule
 from zoo.errors import ConfigError, DataError
 from zoo.evaluation import ClipEvaluator, ValidationVideos
+from zoo.metrics.suite import LEARNED_METRICS
 from zoo.model import TalkingHeadModel
 from zoo.registry import create_model, get_entry
 from zoo.tracking import build_logger
@@ -141,12 +142,64 @@ def build_datamodule(cfg: DictConfig) -> TalkingHeadDataModule:
     return TalkingHeadDataModule(data_cfg, prepare_fn=prepare_fn)
 
 
-def _callbacks(run: Run, model_class: type) -> list:
+def evaluation_domain(cfg: DictConfig) -> str:
+    """Which backbones score this run: the synthetic evaluator kit for the embedded corpus, else the official ones."""
+    if cfg.eval.backbones != "auto":
+        return cfg.eval.backbones
+    return "synth-kit" if cfg.data.name == "synth" else "official"
+
+
+def _is_rank_zero_process() -> bool:
+    return all(int(os.environ.get(var, "0")) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def prepare_evaluation(cfg: DictConfig, datamodule: TalkingHeadDataModule) -> Optional[Path]:
+    """Make sure the synthetic evaluator kit exists before any Trainer starts (trains it on first use).
+
+    Only the first process trains; other processes of an externally launched job (torchrun, srun) wait for it.
+    """
+    if not set(cfg.eval.metrics) & LEARNED_METRICS or evaluation_domain(cfg) != "synth-kit":
+        return None
+    from zoo.evaluators.kit import ensure_kit, kit_path
+
+    datamodule.prepare_data()
+    root = Path(datamodule.cfg.root)
+    if _is_rank_zero_process():
+        return ensure_kit(root, cfg.eval.kit_dir, list(cfg.eval.kit_overrides))
+    target = kit_path(root, cfg.eval.kit_dir, list(cfg.eval.kit_overrides))
+    deadline = time.time() + 6 * 3600
+    while not (target / "kit.json").is_file():
+        if time.time() > deadline:
+            raise DataError(f"timed out waiting for rank 0 to train the evaluator kit at {target}")
+        time.sleep(10)
+    return target
+
+
+def _suite_factory(cfg: DictConfig, kit: Optional[Path]):
+    from zoo.metrics.suite import MetricSuite, official_backbones
+
+    def build(datamodule):
+        if not set(cfg.eval.metrics) & LEARNED_METRICS:
+            backbones = None
+        elif evaluation_domain(cfg) == "synth-kit":
+            from zoo.evaluators.kit import kit_backbones
+
+            backbones = kit_backbones(kit, cfg.eval.weights_dir)
+        else:
+            backbones = official_backbones(cfg.eval.weights_dir)
+        return MetricSuite(backbones, tuple(cfg.eval.metrics), fps=datamodule.fps)
+
+    return build if cfg.eval.metrics else None
+
+
+def _callbacks(run: Run, model_class: type, kit: Optional[Path] = None) -> list:
     from pytorch_lightning.callbacks import (LearningRateMonitor, ModelCheckpoint, RichProgressBar,
                                              TQDMProgressBar)
 
     cfg = run.cfg
-    callbacks: list = [ClipEvaluator(run.run_dir, cfg.run.save_videos, metadata=_metadata(cfg))]
+    scores_video = run.stage in ("validate", "test") and issubclass(model_class, TalkingHeadModel)
+    suite = _suite_factory(cfg, kit) if scores_video else None
+    callbacks: list = [ClipEvaluator(run.run_dir, cfg.run.save_videos, metadata=_metadata(cfg), suite_factory=suite)]
     if cfg.trainer.progress_bar == "rich":
         callbacks.append(RichProgressBar())
     elif cfg.trainer.progress_bar == "tqdm":
@@ -170,7 +223,7 @@ def _metadata(cfg: DictConfig) -> dict:
     return {"model": cfg.run.model, "run": cfg.run.name, "seed": cfg.run.seed, "zoo_version": __version__}
 
 
-def build_trainer(run: Run, logger) -> pl.Trainer:
+def build_trainer(run: Run, logger, kit: Optional[Path] = None) -> pl.Trainer:
     cfg = run.cfg
     t = cfg.trainer
     plugins = []
@@ -187,7 +240,8 @@ def build_trainer(run: Run, logger) -> pl.Trainer:
         check_val_every_n_epoch=t.check_val_every_n_epoch, log_every_n_steps=t.log_every_n_steps,
         num_sanity_val_steps=t.num_sanity_val_steps, fast_dev_run=t.fast_dev_run, sync_batchnorm=t.sync_batchnorm,
         deterministic=cfg.run.deterministic or None, enable_progress_bar=t.progress_bar != "none",
-        default_root_dir=str(run.run_dir), logger=logger, callbacks=_callbacks(run, get_entry(cfg.run.model).model_class),
+        default_root_dir=str(run.run_dir), logger=logger,
+        callbacks=_callbacks(run, get_entry(cfg.run.model).model_class, kit),
         enable_checkpointing=run.stage == "fit", plugins=plugins or None, **optional)
 
 
@@ -211,8 +265,11 @@ def execute(run: Run) -> dict:
     model = entry.builder(to_dataclass(cfg.model, entry.config))
     if pl.utilities.rank_zero.rank_zero_only.rank == 0:
         save_config(cfg, run.run_dir / "config.yaml")
+    kit = None
+    if run.stage in ("validate", "test") and issubclass(entry.model_class, TalkingHeadModel):
+        kit = prepare_evaluation(cfg, datamodule)
     logger = build_logger(cfg, run.run_dir, job_type=run.stage)
-    trainer = build_trainer(run, logger)
+    trainer = build_trainer(run, logger, kit)
     if run.stage == "fit":
         trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path)
     else:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from zoo.errors import ConfigError
 
 # Packages whose import registers models. Importing them lazily keeps `import zoo` light.
-METHOD_PACKAGES = ("zoo.baselines", "lsp", "rhythmic_head", "styletalk")
+METHOD_PACKAGES = ("zoo.baselines", "zoo.evaluators", "lsp", "rhythmic_head", "styletalk")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from typing import Callable, List, Optional
 import cv2
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from zoo.data.clip_format import ClipDataset, open_dataset
@@ -198,13 +200,23 @@ class TalkingHeadDataModule(pl.LightningDataModule):
         dataset = self.split_dataset(split, train)
         batch_size = cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size)
         workers = int(cfg.num_workers)
+        sampler = None
+        if not train and self._evaluating() and dist.is_available() and dist.is_initialized():
+            # Evaluation under DDP: every clip exactly once (Lightning's default sampler pads the split by
+            # repeating samples, which would count them twice in dataset-level metrics such as FID).
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=train,
+            dataset, batch_size=batch_size, shuffle=train, sampler=sampler,
             # a full last batch only: BatchNorm-style layers break on a batch of one (kept for tiny splits)
             drop_last=train and len(dataset) >= batch_size,
             generator=torch.Generator().manual_seed(int(cfg.seed)) if train else None,
             num_workers=workers, persistent_workers=workers > 0, pin_memory=cfg.pin_memory,
             worker_init_fn=_worker_init if workers > 0 else None)
+
+    def _evaluating(self) -> bool:
+        """True in a standalone validate/test/predict run (not the validation loop inside a fit)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.state.fn in ("validate", "test", "predict")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.cfg.train_split, train=True)

@@ -18,12 +18,14 @@ What differs from the official network, and why:
   head motion included: mouth landmarks span x 0.36..0.68, y 0.52..0.81) with a margin. Both are module
   attributes that :func:`zoo.metrics.sync.video_geometry` reads, so scoring crops and resizes exactly as training
   did. No landmarks are needed at scoring time (generated videos have none).
-- **Mid fusion.** The official lip stream fuses the 5 frames in its first 3-D convolution. Here a 2-D stem encodes
-  every frame on its own and a (5, 1, 1) convolution fuses the 5 frame maps at 1/8 resolution. The stem has no
+- **Late fusion.** The official lip stream fuses the 5 frames in its first 3-D convolution. Here a 2-D stem encodes
+  every frame on its own down to 1/16 resolution (3 x 4 cells, each seeing the whole mouth) and a (5, 1, 1)
+  convolution fuses the 5 frame maps; what sync needs is the sequence of mouth shapes. The stem has no
   temporal extent, so a clip's frames can be encoded once and shared by the ~5 windows each frame belongs to
   (:meth:`SyncNetwork.lip_windows`), which makes training 5x cheaper, while per-window :meth:`forward_lip` gives
   identical embeddings.
-- **Width.** ~0.5 M parameters instead of 13.6 M; BatchNorm after every convolution as in the original.
+- **Width.** ~0.35 M parameters and ~6 M multiply-adds per window instead of 13.6 M parameters at 224 x 224;
+  BatchNorm after every convolution as in the original.
 """
 from __future__ import annotations
 
@@ -55,9 +57,9 @@ class SyncNetwork(nn.Module):
 
     Args:
         embedding_dim: D, the embedding size of both streams.
-        input_size: lip input ``(H, W)``; both must be multiples of 8 (three stride-2 stages).
+        input_size: lip input ``(H, W)``; both must be multiples of 16 (four stride-2 stages).
         crop_box: fixed mouth box ``(x0, y0, x1, y1)`` in fractions of the frame, read by the scoring protocol.
-        lip_channels: widths of the three stride-2 stages of the per-frame stem.
+        lip_channels: widths of the four stride-2 stages of the per-frame stem.
         audio_channels: widths of the three audio convolution stages.
         width: width of the fused features and of the projection heads.
     """
@@ -65,26 +67,31 @@ class SyncNetwork(nn.Module):
     name = "synthetic-domain SyncNet (zoo.evaluators.sync_network)"
 
     def __init__(self, embedding_dim: int = 128, input_size: Sequence[int] = DEFAULT_INPUT_SIZE,
-                 crop_box: Sequence[float] = DEFAULT_CROP_BOX, lip_channels: Sequence[int] = (32, 48, 64),
-                 audio_channels: Sequence[int] = (32, 48, 96), width: int = 192):
+                 crop_box: Sequence[float] = DEFAULT_CROP_BOX, lip_channels: Sequence[int] = (16, 32, 64, 96),
+                 audio_channels: Sequence[int] = (16, 32, 64), width: int = 128):
         super().__init__()
         height, wide = (int(v) for v in input_size)
-        if height % 8 or wide % 8:
-            raise ValueError(f"SyncNetwork: input_size must be multiples of 8, got {tuple(input_size)}")
+        if height % 16 or wide % 16:
+            raise ValueError(f"SyncNetwork: input_size must be multiples of 16, got {tuple(input_size)}")
         self.input_size = (height, wide)
         self.crop_box = tuple(float(c) for c in crop_box)
         self.embedding_dim = int(embedding_dim)
-        c1, c2, c3 = lip_channels
-        # Per-frame stem: [N, 3, H, W] -> [N, c3, H/8, W/8].
-        self.lip_stem = nn.Sequential(*_conv_bn_relu(3, c1, 3, 2, 1), *_conv_bn_relu(c1, c2, 3, 2, 1),
-                                      *_conv_bn_relu(c2, c3, 3, 2, 1))
-        # Temporal fusion of the 5 frame maps (the only layer that sees time), then down to 1x1.
-        self.lip_fuse = nn.Sequential(nn.Conv3d(c3, width, (VIDEO_WINDOW, 1, 1), bias=False),
+        if len(lip_channels) != 4 or len(audio_channels) != 3:
+            raise ValueError("SyncNetwork: lip_channels needs 4 widths and audio_channels 3")
+        stem, cin = [], 3
+        for cout in lip_channels:        # per-frame stem: [N, 3, H, W] -> [N, c4, H/16, W/16]
+            stem += _conv_bn_relu(cin, cout, 3, 2, 1)
+            cin = cout
+        self.lip_stem = nn.Sequential(*stem)
+        # Temporal fusion of the 5 frame maps (the only layer that sees time), then a kernel over the whole map.
+        self.lip_fuse = nn.Sequential(nn.Conv3d(cin, width, (VIDEO_WINDOW, 1, 1), bias=False),
                                       nn.BatchNorm3d(width), nn.ReLU(inplace=True))
-        self.lip_spatial = nn.Sequential(*_conv_bn_relu(width, width, 3, 2, 1),
-                                         *_conv_bn_relu(width, width, ((height // 8 + 1) // 2, (wide // 8 + 1) // 2)))
+        self.lip_spatial = nn.Sequential(*_conv_bn_relu(width, width, (height // 16, wide // 16)))
         self.lip_head = _head(width, embedding_dim)
         a1, a2, a3 = audio_channels
+        # Per-coefficient input normalisation: c0 (log energy, ~20) and the liftered cepstra (up to ~+-100) live on
+        # very different scales; learned running statistics put them on one before the first convolution.
+        self.aud_norm = nn.BatchNorm1d(MFCC_SHAPE[0])
         # Audio: [B, 1, 13, 20] -> 13x20 -> 13x10 -> 7x5 -> 1x1 (the last kernel spans the whole map, as upstream).
         self.aud_cnn = nn.Sequential(*_conv_bn_relu(1, a1, 3, 1, 1), *_conv_bn_relu(a1, a2, 3, (1, 2), 1),
                                      *_conv_bn_relu(a2, a3, 3, 2, 1), *_conv_bn_relu(a3, width, (7, 5)))
@@ -103,12 +110,12 @@ class SyncNetwork(nn.Module):
         """
         if mfcc.shape[1:] != (1, *MFCC_SHAPE):
             raise ValueError(f"forward_aud: expected [B, 1, 13, 20] MFCC windows, got {tuple(mfcc.shape)}")
-        return self.aud_head(self.aud_cnn(mfcc).flatten(1))
+        return self.aud_head(self.aud_cnn(self.aud_norm(mfcc.squeeze(1)).unsqueeze(1)).flatten(1))
 
     # --------------------------------------------------------------------------------------------- video
 
     def _frame_maps(self, frames: torch.Tensor) -> torch.Tensor:
-        """Stem features of independent frames: float [N, 3, H, W] BGR 0..255 -> [N, C, H/8, W/8]."""
+        """Stem features of independent frames: float [N, 3, H, W] BGR 0..255 -> [N, C, H/16, W/16]."""
         if tuple(frames.shape[-2:]) != self.input_size:
             raise ValueError(f"SyncNetwork: expected {self.input_size[0]}x{self.input_size[1]} frames (see "
                              f"zoo.metrics.sync.prepare_video), got {tuple(frames.shape[-2:])}")

@@ -1,0 +1,128 @@
+"""The ``landmark_detector`` evaluator: coordinates, augmentation geometry, training, quality check, save/load, CLI."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import zoo.evaluators.landmark_detector as ld  # registers the model
+from zoo.cli import main
+from zoo.data.clip_format import open_dataset
+from zoo.registry import create_model
+
+SMALL = dict(input_size=32, widths=[8, 8, 16, 16], decoder_width=8)
+
+
+def _batch(root, frames: int = 8):
+    """A datamodule-style batch [1, T, ...] of the first train clip of a corpus."""
+    clip = open_dataset(root).clip(open_dataset(root).clip_ids("train")[0])
+    images = torch.from_numpy(clip.read_frames(0, frames)).permute(0, 3, 1, 2)[None]
+    landmarks = torch.from_numpy(np.array(clip.track("landmarks2d")[:frames], dtype=np.float32))[None]
+    return {"frames": images, "landmarks2d": landmarks}
+
+
+def test_forward_shapes_and_layouts():
+    model = ld.LandmarkDetector(ld.LandmarkDetectorConfig(**SMALL)).eval()
+    hwc = np.random.default_rng(0).integers(0, 256, (3, 40, 56, 3), dtype=np.uint8)
+    out = model(hwc).detach()
+    assert out.shape == (3, 68, 2) and out.dtype == torch.float32
+    chw = torch.from_numpy(hwc).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(chw), out)                          # same frames, other layout
+        torch.testing.assert_close(model(chw.float() / 255), out, atol=1e-4, rtol=0)
+    detected = model.detect(hwc, batch_size=2)
+    assert isinstance(detected, np.ndarray) and detected.shape == (3, 68, 2) and detected.dtype == np.float32
+    np.testing.assert_allclose(detected, out.numpy(), atol=1e-5)
+    # soft-argmax output lies inside the frame (x within width 56, y within height 40)
+    assert (out[..., 0] > -0.5).all() and (out[..., 0] < 55.5).all() and (out[..., 1] < 39.5).all()
+
+
+def test_pixel_normalised_round_trip_and_centres():
+    px = torch.tensor([[[0.0, 0.0], [63.0, 31.0], [31.5, 15.5]]])
+    u = ld.LandmarkDetector._to_normalised(px, 32, 64)
+    torch.testing.assert_close(ld.LandmarkDetector._to_pixels(u, 32, 64), px)
+    torch.testing.assert_close(u[0, 2], torch.tensor([0.0, 0.0]))           # frame centre -> 0
+    torch.testing.assert_close(u[0, 0], torch.tensor([-1 + 1 / 64, -1 + 1 / 32]))   # first pixel centre
+
+
+def test_similarity_jitter_moves_targets_with_the_image():
+    """A bright dot warped by the augmentation lands where the transformed coordinates say."""
+    torch.manual_seed(0)
+    size, n = 64, 6
+    x = torch.zeros(n, 3, size, size)
+    dots = torch.tensor([[20.0, 30.0]]).repeat(n, 1)
+    x[:, :, 30, 20] = 1.0
+    x = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (2, 2, 2, 2)), 5, 1)   # a 5x5 blob, same centre
+    coords = ld.LandmarkDetector._to_normalised(dots[:, None], size, size)
+    warped, moved = ld._similarity_jitter(x, coords, degrees=15, scale=0.1, shift=0.1)
+    expected = ld.LandmarkDetector._to_pixels(moved, size, size)[:, 0]
+    weights = warped[:, 0]
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    centroid = torch.stack([(weights * xs).sum((1, 2)), (weights * ys).sum((1, 2))], -1) / weights.sum((1, 2))[:, None]
+    torch.testing.assert_close(centroid, expected, atol=0.15, rtol=0)
+
+
+def test_nme_definition():
+    target = torch.zeros(68, 2)
+    target[45, 0] = 10.0                           # inter-ocular distance 10 (points 36 and 45)
+    pred = target.clone()
+    pred[:, 1] += 0.5                              # every point 0.5 px off
+    assert float(ld.landmark_nme(pred, target)) == pytest.approx(0.05)
+    assert float(ld.landmark_nme(pred, target, ld.MOUTH)) == pytest.approx(0.05)
+
+
+def test_training_steps_reduce_the_loss(tiny_corpus):
+    torch.manual_seed(0)
+    model = ld.LandmarkDetector(ld.LandmarkDetectorConfig(**SMALL, rotate_degrees=0, scale_jitter=0, shift_jitter=0,
+                                                          photometric=0, blur_prob=0, noise_std=0))
+    model.log = lambda *args, **kwargs: None       # no trainer attached
+    batch = _batch(tiny_corpus)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = model.training_step(batch, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert math.isfinite(losses[0]) and losses[-1] < 0.5 * losses[0]
+
+
+def test_augmented_training_step_runs(tiny_corpus):
+    model = ld.LandmarkDetector(ld.LandmarkDetectorConfig(**SMALL, blur_prob=1.0))
+    model.log = lambda *args, **kwargs: None
+    loss = model.training_step(_batch(tiny_corpus, 4), 0)
+    loss.backward()
+    assert math.isfinite(loss.item())
+
+
+def test_evaluate_quality(tiny_corpus):
+    model = ld.LandmarkDetector(ld.LandmarkDetectorConfig(**SMALL)).train()
+    result = ld.evaluate_quality(model, open_dataset(tiny_corpus), "test", frame_stride=10)
+    assert model.training                                                    # mode restored
+    assert set(result) >= {"nme", "nme_mouth", "nme_p95", "error_px", "frames", "clips", "bar", "passed"}
+    assert 0 < result["nme"] < 10 and result["error_px"] > 0 and result["bar"] == 0.015
+    assert result["frames"] == result["clips"] * 5 and result["passed"] is False   # 50-frame clips, stride 10
+    again = ld.evaluate_quality(model, str(tiny_corpus), "test", frame_stride=10)
+    assert again["nme"] == pytest.approx(result["nme"])
+
+
+def test_create_model_state_dict_round_trip():
+    cfg = ld.LandmarkDetectorConfig(**SMALL)
+    model = create_model("landmark_detector", cfg).eval()
+    assert isinstance(model, ld.LandmarkDetector)
+    clone = create_model("landmark_detector", dict(vars(cfg))).eval()        # from a plain dict (the kit's json)
+    clone.load_state_dict(model.state_dict())
+    frames = np.random.default_rng(1).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(model.detect(frames), clone.detect(frames))
+
+
+def test_cli_fit_smoke(tiny_corpus, tmp_path, capsys):
+    code = main(["fit", "--model", "landmark_detector", "experiment=smoke", "logger=none", "trainer.progress_bar=none",
+                 f"run.runs_dir={tmp_path}", "model.input_size=32", "model.widths=[8,8,16,16]",
+                 "model.decoder_width=8", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "landmark_detector" / "smoke" / "checkpoints" / "last.ckpt").is_file()

@@ -1,0 +1,242 @@
+"""The ``syncnet`` evaluator: a SyncNet trained on the synthetic corpus (``zoo fit --model syncnet --data synth``).
+
+The official SyncNet weights neither apply to nor can be downloaded for the synthetic domain, so the evaluator kit
+trains its own :class:`~zoo.evaluators.sync_network.SyncNetwork` and scores with the unchanged protocol of
+:mod:`zoo.metrics.sync` (same MFCC, windows, +-15 offsets, LSE-D / LSE-C); the network only declares its video
+geometry (a fixed mouth box at 48 x 64).
+
+**Training** (Chung & Zisserman's audio-visual matching, in the multi-way form of Chung et al., "Perfect match",
+ICASSP 2019). A batch holds B windows of T frames with their MFCC rows. Every 5-frame video window ``v`` and every
+20-row MFCC window ``4v..4v+19`` (the protocol's pairs) is embedded, giving B * (T - 4) of each. For each video
+window the candidates are *all* audio windows of the batch: the aligned one is the positive; the same clip's audio
+shifted by 1..T-5 frames (the hard negatives the offset search has to reject) and every window of the other clips
+are negatives. The loss is the softmax cross-entropy over candidates with logits = **minus the Euclidean
+distance** of the raw embeddings, in both directions (video -> audio and audio -> video).
+
+Why this loss: the protocol decides by ``argmin`` over offsets of mean Euclidean distances of raw embeddings and
+reports ``median - min``; the multi-way loss trains exactly that ranking on exactly that distance, including the
++-1 frame neighbours a pairwise margin loss (positive d -> 0, negative d >= margin) would force apart to an
+unreachable margin. No temperature: the embedding scale is free and the network learns it, so distances (LSE-D)
+come in the network's own units and LSE-C is their spread over offsets.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zoo.data.clip_format import ClipDataset, open_dataset
+from zoo.evaluators.sync_network import DEFAULT_CROP_BOX, DEFAULT_INPUT_SIZE, SyncNetwork
+from zoo.metrics.sync import (MFCC_PER_FRAME, MFCC_WINDOW, SAMPLES_PER_FRAME, VIDEO_WINDOW, prepare_video,
+                              sync_scores)
+from zoo.model import ZooModule
+from zoo.registry import register_model
+
+__all__ = ["SyncExpertConfig", "SyncExpert", "mfcc_windows", "matching_loss", "shift_audio", "evaluate_quality"]
+
+
+@dataclass
+class SyncExpertConfig:
+    """Network shape (see :class:`~zoo.evaluators.sync_network.SyncNetwork`) and optimiser."""
+
+    embedding_dim: int = 128
+    input_size: List[int] = field(default_factory=lambda: list(DEFAULT_INPUT_SIZE))      # lip input H, W
+    crop_box: List[float] = field(default_factory=lambda: list(DEFAULT_CROP_BOX))        # x0, y0, x1, y1 (fractions)
+    lip_channels: List[int] = field(default_factory=lambda: [16, 32, 64, 96])
+    audio_channels: List[int] = field(default_factory=lambda: [16, 32, 64])
+    width: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50           # linear warm-up, then cosine decay to 0 over the run's steps
+
+
+def mfcc_windows(mfcc: torch.Tensor) -> torch.Tensor:
+    """The protocol's audio windows of batch MFCC rows.
+
+    Args:
+        mfcc: float [B, 4T, 13] (``batch["mfcc"]``: 4 rows per frame, row 4t starts with frame t).
+
+    Returns:
+        float [B, T - 4, 1, 13, 20]; window v = rows 4v .. 4v + 19, the audio of video frames v .. v + 4.
+    """
+    b, rows, _ = mfcc.shape
+    windows = rows // MFCC_PER_FRAME - VIDEO_WINDOW + 1
+    if windows < 1:
+        raise ValueError(f"mfcc_windows: need at least {VIDEO_WINDOW} frames of MFCC rows, got {rows} rows")
+    unfolded = mfcc.unfold(1, MFCC_WINDOW, MFCC_PER_FRAME)            # [B, (4T - 20) / 4 + 1, 13, 20]
+    return unfolded[:, :windows].unsqueeze(2)
+
+
+def pairwise_distances(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Euclidean distances float [N, M] of rows of x [N, D] and y [M, D]; ``eps`` keeps the gradient finite at 0
+    (the protocol's ``F.pairwise_distance`` adds 1e-6 to the difference for the same reason)."""
+    squared = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1) - 2.0 * x @ y.T
+    return torch.sqrt(squared.clamp_min(0.0) + eps)
+
+
+def matching_loss(video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-way matching loss and same-clip offset accuracy.
+
+    Args:
+        video, audio: float [B, W, D] embeddings of the W aligned windows of B clips.
+
+    Returns:
+        loss (scalar, symmetric cross-entropy over all B * W candidates with logits = -distance) and accuracy
+        (fraction of video windows whose nearest audio window among the same clip's W is the aligned one).
+    """
+    b, w, d = video.shape
+    dist = pairwise_distances(video.reshape(b * w, d), audio.reshape(b * w, d))          # [BW, BW]
+    target = torch.arange(b * w, device=video.device)
+    loss = 0.5 * (F.cross_entropy(-dist, target) + F.cross_entropy(-dist.T, target))
+    with torch.no_grad():
+        same_clip = dist.reshape(b, w, b, w).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # [B, W, W]
+        accuracy = (same_clip.argmin(-1) == torch.arange(w, device=video.device)).float().mean()
+    return loss, accuracy
+
+
+class SyncExpert(ZooModule):
+    """Trains :class:`SyncNetwork` on batches with ``frames`` uint8 [B, T, 3, H, W] and ``mfcc`` float [B, 4T, 13].
+
+    The trained network is ``self.network``; it plugs into :func:`zoo.metrics.sync.sync_scores` and
+    :class:`~zoo.metrics.sync.SyncMetric` as they are (``input_size`` / ``crop_box`` set the video geometry).
+    """
+
+    data_fields = ("frames", "mfcc")
+    monitor = "val/loss"
+
+    def __init__(self, cfg: SyncExpertConfig):
+        super().__init__()
+        self.save_hyperparameters(vars(cfg), logger=False)
+        self.cfg = cfg
+        self.network = SyncNetwork(cfg.embedding_dim, cfg.input_size, cfg.crop_box, cfg.lip_channels,
+                                   cfg.audio_channels, cfg.width)
+
+    def video_input(self, frames: torch.Tensor) -> torch.Tensor:
+        """Batch frames uint8 [B, T, 3, H, W] RGB -> float [B, 3, T, h, w] BGR 0..255 of the mouth box, through the
+        protocol's own :func:`~zoo.metrics.sync.prepare_video` so that training and scoring see identical pixels."""
+        net = self.network
+        clips = [prepare_video(clip.permute(0, 2, 3, 1), net.input_size, net.crop_box) for clip in frames.cpu()]
+        return torch.stack(clips).to(self.device, torch.float32)
+
+    def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Video and audio embeddings float [B, T - 4, D] of every aligned window of the batch."""
+        video = self.network.lip_windows(self.video_input(batch["frames"]))
+        windows = mfcc_windows(batch["mfcc"])                                   # [B, W, 1, 13, 20]
+        if windows.shape[1] != video.shape[1]:
+            raise ValueError(f"syncnet: {video.shape[1]} video windows but {windows.shape[1]} MFCC windows")
+        audio = self.network.forward_aud(windows.flatten(0, 1)).unflatten(0, windows.shape[:2])
+        return video, audio
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        loss, accuracy = matching_loss(*self.embed(batch))
+        b = batch["frames"].shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=b)
+        self.log(f"{stage}/offset_acc", accuracy, sync_dist=stage != "train", batch_size=b)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "test")
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(cfg.warmup_steps, max(1, total // 4))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@register_model("syncnet", config=SyncExpertConfig,
+                help="synthetic-domain SyncNet for LSE-C/LSE-D (mouth box 48x64, multi-way matching on distance)")
+def syncnet(cfg: SyncExpertConfig) -> SyncExpert:
+    return SyncExpert(cfg)
+
+
+# ---------------------------------------------------------------------------------------------- quality check
+
+
+def shift_audio(audio: np.ndarray, frames: int) -> np.ndarray:
+    """Audio delayed by ``frames`` video frames (640 samples each; negative: advanced), zero-filled and cropped to
+    the same length. Delaying by k puts the sound of video frame i at audio frame i + k, so
+    :func:`~zoo.metrics.sync.sync_scores` should report ``offset == -k``."""
+    shift = SAMPLES_PER_FRAME * frames
+    out = np.zeros_like(audio)
+    if shift >= 0:
+        out[shift:] = audio[:len(audio) - shift]
+    else:
+        out[:shift] = audio[-shift:]
+    return out
+
+
+@torch.no_grad()
+def evaluate_quality(model, dataset: Union[ClipDataset, str, Path], split: str = "test", max_shift: int = 5
+                     ) -> dict:
+    """The evaluator's quality bars on the ground-truth clips of ``split``.
+
+    (a) offset recovery: every clip's audio delayed by k = -max_shift..max_shift frames (:func:`shift_audio`);
+    correct when ``sync_scores`` reports ``offset == -k``. (b) real vs mismatched audio: each clip's Sync_conf
+    (LSE-C) with its own audio against that with the audio of the next clip of the split (cropped / zero-padded).
+
+    Args:
+        model: a :class:`SyncExpert` or its :class:`SyncNetwork`.
+        dataset: an opened :class:`~zoo.data.clip_format.ClipDataset` or a prepared dataset directory.
+
+    Returns:
+        ``offset_accuracy`` (all shifts), ``offset_accuracy_by_shift`` {k: fraction}, ``gt_lse_c`` /
+        ``mismatched_lse_c`` / ``gt_lse_d`` / ``mismatched_lse_d`` (means over clips), ``gt_beats_mismatched``
+        (fraction of clips whose own audio scores the higher LSE-C), ``num_clips``, ``seconds``.
+    """
+    started = time.time()
+    net = getattr(model, "network", model)
+    was_training = net.training
+    net.eval()
+    if not isinstance(dataset, ClipDataset):
+        dataset = open_dataset(dataset)
+    clip_ids = dataset.clip_ids(split)
+    if len(clip_ids) < 2:
+        raise ValueError(f"evaluate_quality: split '{split}' needs at least 2 clips (for mismatched audio)")
+    shifts = list(range(-max_shift, max_shift + 1))
+    hits = {k: [] for k in shifts}
+    gt_c, gt_d, mis_c, mis_d = [], [], [], []
+    audios = {c: dataset.clip(c).read_audio(0, dataset.clip(c).num_samples) for c in clip_ids}
+    for i, clip_id in enumerate(clip_ids):
+        clip = dataset.clip(clip_id)
+        frames, audio = clip.read_frames(0, clip.num_frames), audios[clip_id]
+        for k in shifts:
+            score = sync_scores(frames, shift_audio(audio, k), net)
+            hits[k].append(score.offset == -k)
+            if k == 0:
+                gt_c.append(score.lse_c)
+                gt_d.append(score.lse_d)
+        other = audios[clip_ids[(i + 1) % len(clip_ids)]][:len(audio)]
+        other = np.pad(other, (0, len(audio) - len(other)))
+        score = sync_scores(frames, other, net)
+        mis_c.append(score.lse_c)
+        mis_d.append(score.lse_d)
+    net.train(was_training)
+    return {
+        "offset_accuracy": float(np.mean([h for k in shifts for h in hits[k]])),
+        "offset_accuracy_by_shift": {k: float(np.mean(hits[k])) for k in shifts},
+        "gt_lse_c": float(np.mean(gt_c)), "mismatched_lse_c": float(np.mean(mis_c)),
+        "gt_lse_d": float(np.mean(gt_d)), "mismatched_lse_d": float(np.mean(mis_d)),
+        "gt_beats_mismatched": float(np.mean(np.array(gt_c) > np.array(mis_c))),
+        "num_clips": len(clip_ids), "seconds": time.time() - started,
+    }

@@ -1,0 +1,232 @@
+"""The metric suite ``zoo test`` runs: every metric, each recording its variant and the backbone behind it.
+
+Per clip (then averaged over clips): M-LMD / F-LMD (landmarks detected on generated and ground-truth frames),
+SSIM (both variants), PSNR, CPBD, CSIM (generated frames vs the clip's reference frame), LSE-C (Sync_conf) and
+LSE-D, LPIPS when its trunk weights are present. Per dataset: FID (feature statistics summed, so they sync under
+DDP). Result keys carry the backbone, e.g. ``FID[inception]`` vs ``FID[synth-id]``.
+
+Two backbone sets (:class:`Backbones`): the official networks for real video (FAN, ArcFace iresnet100, the
+pytorch-fid Inception, SyncNet; :func:`official_backbones`) and the synthetic-domain evaluator kit for the embedded
+corpus (:mod:`zoo.evaluators.kit`), whose identity embedder's pooled features replace Inception's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.metrics import functional as F
+from zoo.metrics.fid import FrechetDistance
+from zoo.metrics.identity import align_faces, csim
+from zoo.metrics.sync import sync_scores, video_variant
+
+ALL_METRICS = ("lmd", "ssim", "psnr", "cpbd", "csim", "fid", "sync", "lpips")
+LEARNED_METRICS = {"lmd", "csim", "fid", "sync", "lpips"}   # the ones that need backbone networks
+LUMA = "uint8 luma, ITU-R 601-2 with PIL 'L' rounding"
+
+
+@dataclass
+class Backbones:
+    """The networks behind the learned metrics, and the names the results record for them.
+
+    ``landmarker``: uint8 [N, H, W, 3] RGB -> float [N, 68, 2] pixels (NaN rows: no face).
+    ``embedder``: float [N, 3, 112, 112] aligned faces in [-1, 1] -> [N, 512] identity embeddings.
+    ``fid_features``: the FID extractor; input per ``fid_input``: ``"frames"`` (float [N, 3, H, W] in [0, 1]) or
+    ``"aligned"`` (the embedder's input). ``syncnet``: ``forward_aud`` / ``forward_lip`` as in :mod:`zoo.metrics.sync`.
+    """
+
+    landmarker: Callable
+    embedder: nn.Module
+    fid_features: nn.Module
+    fid_num_features: int
+    fid_input: str
+    syncnet: nn.Module
+    names: dict = field(default_factory=dict)   # {"landmarks": ..., "identity": ..., "fid": ..., "sync": ...}
+    lpips: Optional[nn.Module] = None
+    notes: dict = field(default_factory=dict)    # metric -> why it was skipped
+
+
+def luma(frames_uint8: np.ndarray) -> np.ndarray:
+    """uint8 [..., H, W, 3] RGB -> uint8 [..., H, W] luma, PIL's ``convert('L')`` integer arithmetic."""
+    rgb = frames_uint8.astype(np.uint32)
+    return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def to_uint8_hwc(frames: torch.Tensor) -> np.ndarray:
+    """float [T, 3, H, W] in [0, 1] (or uint8) -> uint8 [T, H, W, 3] numpy, rounding like a video encoder."""
+    if frames.dtype != torch.uint8:
+        frames = frames.clamp(0, 1).mul(255).round().to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _finite_mean(values) -> float:
+    values = torch.as_tensor(values, dtype=torch.float64)
+    values = values[torch.isfinite(values)]
+    return float(values.mean()) if values.numel() else float("nan")
+
+
+class MetricSuite:
+    """Scores generated clips against ground truth; per-clip values plus dataset-level FID."""
+
+    def __init__(self, backbones: Optional[Backbones], metrics: tuple[str, ...] = ALL_METRICS, fps: float = 25.0):
+        unknown = set(metrics) - set(ALL_METRICS)
+        if unknown:
+            raise ValueError(f"unknown metrics {sorted(unknown)}; valid: {', '.join(ALL_METRICS)}")
+        if backbones is None:
+            if set(metrics) & LEARNED_METRICS:
+                raise ValueError(f"metrics {sorted(set(metrics) & LEARNED_METRICS)} need backbones")
+            backbones = Backbones(None, None, None, 0, "frames", None)
+        self.backbones = backbones
+        self.notes = dict(backbones.notes)
+        if "lpips" in metrics and backbones.lpips is None:
+            self.notes.setdefault("LPIPS[alex]", "no LPIPS network given")
+        if "sync" in metrics and abs(fps - 25.0) > 1e-6:
+            self.notes["sync"] = f"SyncNet scores assume 25 fps video; this dataset is {fps:g} fps"
+        self.metrics = tuple(m for m in metrics if not (m == "lpips" and backbones.lpips is None)
+                             and not (m == "sync" and "sync" in self.notes))
+        self.fid = (FrechetDistance(backbones.fid_features, backbones.fid_num_features,
+                                    extractor_name=backbones.names.get("fid")) if "fid" in self.metrics else None)
+        self.names = self._metric_names()
+
+    def _metric_names(self) -> dict[str, str]:
+        n = self.backbones.names
+        names = {"psnr": "PSNR", "ssim_wang": "SSIM[wang]", "ssim_skimage": "SSIM[skimage-default]",
+                 "cpbd": "CPBD", "m_lmd": f"M-LMD[{n.get('landmarks')}]", "f_lmd": f"F-LMD[{n.get('landmarks')}]",
+                 "csim": f"CSIM[{n.get('identity')}]", "sync_conf": f"Sync_conf[{n.get('sync')}]",
+                 "lse_d": f"LSE-D[{n.get('sync')}]", "fid": f"FID[{n.get('fid')}]", "lpips": "LPIPS[alex]"}
+        return names
+
+    def describe(self) -> dict:
+        """How every number is computed: variant and backbone per result key (goes into the results JSON)."""
+        n = self.backbones.names
+        variants = {
+            "PSNR": "per image, data range 1, mean over frames then clips",
+            "SSIM[wang]": "11x11 Gaussian sigma 1.5, population covariance, valid region, RGB mean",
+            "SSIM[skimage-default]": "7x7 uniform window, sample covariance, per-channel mean",
+            "CPBD": f"cpbd 1.0.7 algorithm, vectorised; {LUMA}",
+            self.names["m_lmd"]: f"mouth 48-67, per-frame mean-centred, landmarks by {n.get('landmarks')} on both",
+            self.names["f_lmd"]: f"face 0-67, per-frame mean-centred, landmarks by {n.get('landmarks')} on both",
+            self.names["csim"]: f"cosine of {n.get('identity')} embeddings, 5-point alignment to 112x112, "
+                                "generated frames vs the clip's reference frame",
+            self.names["sync_conf"]: "syncnet_python evaluate, LSE-C = median - min; "
+                                     + video_variant(self.backbones.syncnet),
+            self.names["lse_d"]: "syncnet_python evaluate, LSE-D = min over +-15 offsets of mean distance",
+            self.names["fid"]: f"Frechet distance of {n.get('fid')} features, generated vs ground-truth frames",
+            "LPIPS[alex]": "lpips 0.1.4 alex v0.1, inputs in [-1, 1]",
+        }
+        keys = self.result_keys()
+        return {key: {"variant": variants[key], "backbones": dict(n)} for key in keys} | \
+            {"skipped": dict(self.notes)}
+
+    def result_keys(self) -> list[str]:
+        keys = {"psnr": ["psnr"], "ssim": ["ssim_wang", "ssim_skimage"], "cpbd": ["cpbd"], "lmd": ["m_lmd", "f_lmd"],
+                "csim": ["csim"], "sync": ["sync_conf", "lse_d"], "fid": ["fid"], "lpips": ["lpips"]}
+        return [self.names[k] for m in self.metrics for k in keys[m]]
+
+    @torch.no_grad()
+    def score(self, batch: dict, frames: torch.Tensor) -> list[dict[str, float]]:
+        """Per-clip scores of generated ``frames`` (float [B, T, 3, H, W] in [0, 1]) against ``batch``."""
+        target = batch["frames"]
+        results = []
+        for i in range(frames.shape[0]):
+            results.append(self._score_clip(frames[i].float().cpu(), target[i].cpu(), batch, i))
+        return results
+
+    def _score_clip(self, pred: torch.Tensor, target_u8: torch.Tensor, batch: dict, i: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        pred = pred.clamp(0, 1)
+        target = target_u8.float() / 255.0
+        pred_u8 = to_uint8_hwc(pred)
+        target_hwc = to_uint8_hwc(target_u8)
+        if "psnr" in self.metrics:
+            out[self.names["psnr"]] = float(F.psnr(pred, target).clamp(max=100.0).mean())  # identical: 100 dB
+        if "ssim" in self.metrics:
+            out[self.names["ssim_wang"]] = float(F.ssim(pred, target, "wang", 1.0).mean())
+            out[self.names["ssim_skimage"]] = float(F.ssim(pred, target, "skimage-default", 1.0).mean())
+        if "cpbd" in self.metrics:
+            out[self.names["cpbd"]] = float(F.cpbd(luma(pred_u8)).mean())
+        pred_lm = target_lm = None
+        if "lmd" in self.metrics or "csim" in self.metrics or self._fid_aligned:
+            pred_lm = np.asarray(self.backbones.landmarker(pred_u8), dtype=np.float64)
+        if "lmd" in self.metrics:
+            target_lm = np.asarray(self.backbones.landmarker(target_hwc), dtype=np.float64)
+            p, t = torch.from_numpy(pred_lm)[None], torch.from_numpy(target_lm)[None]
+            out[self.names["m_lmd"]] = float(F.lmd(p, t, "mouth")[0])
+            out[self.names["f_lmd"]] = float(F.lmd(p, t, "face")[0])
+        if "csim" in self.metrics:
+            ref = batch["ref_frames"][i, :1].cpu()                       # uint8 [1, 3, H, W]
+            ref_hwc = to_uint8_hwc(ref)
+            ref_lm = np.asarray(self.backbones.landmarker(ref_hwc), dtype=np.float64)
+            sims = csim(pred_u8, ref_hwc, self.backbones.embedder, pred_landmarks=pred_lm, ref_landmarks=ref_lm)
+            out[self.names["csim"]] = _finite_mean(sims)
+        if "sync" in self.metrics and "audio" in batch:
+            score = sync_scores(pred_u8, batch["audio"][i].float().cpu().numpy(), self.backbones.syncnet)
+            out[self.names["sync_conf"]] = float(score.lse_c)
+            out[self.names["lse_d"]] = float(score.lse_d)
+        if "lpips" in self.metrics:
+            out[self.names["lpips"]] = float(F.lpips(pred * 2 - 1, target * 2 - 1, self.backbones.lpips).mean())
+        if self.fid is not None:
+            self._update_fid(pred, pred_u8, pred_lm, target, target_hwc, target_lm)
+        return out
+
+    @property
+    def _fid_aligned(self) -> bool:
+        return self.fid is not None and self.backbones.fid_input == "aligned"
+
+    def _update_fid(self, pred, pred_u8, pred_lm, target, target_hwc, target_lm) -> None:
+        if self.backbones.fid_input == "frames":
+            self.fid.update(pred, real=False)
+            self.fid.update(target, real=True)
+            return
+        if target_lm is None:
+            target_lm = np.asarray(self.backbones.landmarker(target_hwc), dtype=np.float64)
+        for images, landmarks, real in ((pred_u8, pred_lm, False), (target_hwc, target_lm, True)):
+            ok = np.isfinite(landmarks).all(axis=(1, 2))
+            if ok.any():
+                aligned = align_faces(images[ok], landmarks[ok])                      # uint8 [n, 112, 112, 3]
+                faces = torch.from_numpy(aligned).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+                self.fid.update(faces, real=real)
+
+    def dataset_scores(self) -> dict[str, float]:
+        """Dataset-level metrics (FID), synced across DDP ranks by the metric's sum states."""
+        if self.fid is None:
+            return {}
+        try:
+            return {self.names["fid"]: float(self.fid.compute())}
+        except RuntimeError:   # fewer than 2 samples on one side
+            return {self.names["fid"]: float("nan")}
+
+    def reset(self) -> None:
+        if self.fid is not None:
+            self.fid.reset()
+
+
+def lpips_if_available(weights_dir=None) -> tuple[Optional[nn.Module], dict]:
+    """LPIPS-alex from the verified torchvision trunk file, or ``None`` and the reason it is skipped."""
+    from zoo import weights
+    from zoo.errors import WeightsError
+    from zoo.metrics.lpips import build_lpips
+
+    try:
+        return build_lpips(weights.resolve("alexnet", weights_dir)), {}
+    except WeightsError as err:
+        return None, {"LPIPS[alex]": str(err)}
+
+
+def official_backbones(weights_dir=None) -> Backbones:
+    """The published metric networks (real video). A missing or mismatched file raises one WeightsError line."""
+    from zoo.metrics.backbones.arcface import ArcFace
+    from zoo.metrics.backbones.fan import FANLandmarks
+    from zoo.metrics.backbones.inception import FIDInception
+    from zoo.metrics.backbones.syncnet import SyncNet
+
+    landmarker = FANLandmarks.from_weights(weights_dir)
+    lpips, notes = lpips_if_available(weights_dir)
+    return Backbones(
+        landmarker=lambda images: landmarker(images).cpu().numpy(), embedder=ArcFace.from_weights(weights_dir),
+        fid_features=FIDInception.from_weights(weights_dir), fid_num_features=2048, fid_input="frames",
+        syncnet=SyncNet.from_weights(weights_dir), lpips=lpips, notes=notes,
+        names={"landmarks": "fan", "identity": "arcface-r100", "fid": "inception", "sync": "syncnet"})
