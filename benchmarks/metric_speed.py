@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zoo.io.atomic import atomic_path  # noqa: E402
 from zoo.metrics import functional as F  # noqa: E402
 from zoo.metrics.cpbd import import_reference_cpbd  # noqa: E402
 
@@ -148,6 +149,58 @@ def measure_frechet(dims: int = 2048) -> dict:
             "relative_diff": abs(ours - reference) / abs(reference)}
 
 
+def measure_fid(images: int = 64, size: int = 256) -> dict:
+    """FID end to end on the same uint8 frames and the same random Inception weights (no real weights offline):
+    ours (FIDInception + FrechetDistance with summed statistics) vs pytorch-fid (InceptionV3([3]) +
+    calculate_frechet_distance). Random weights wash out numeric differences, so this measures speed and plumbing."""
+    import pytorch_fid.inception as pfi
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from zoo.metrics.backbones import random_state_dict
+    from zoo.metrics.backbones.inception import FIDInception, fid_inception_layout_module
+    from zoo.metrics.fid import FrechetDistance
+
+    state = random_state_dict(fid_inception_layout_module(), seed=0)
+    ours_net = FIDInception(state)
+    loader = pfi.load_state_dict_from_url
+    pfi.load_state_dict_from_url = lambda *args, **kwargs: state       # the reference reads the same weights
+    try:
+        reference_net = pfi.InceptionV3([3]).eval()
+    finally:
+        pfi.load_state_dict_from_url = loader
+    rng = np.random.default_rng(0)
+    real = torch.from_numpy(rng.integers(0, 256, (images, 3, size, size), dtype=np.uint8))
+    fake = (real.float() * 0.8 + 20).round().to(torch.uint8)
+
+    def ours() -> float:
+        metric = FrechetDistance(ours_net, 2048)
+        for batch in real.split(16):
+            metric.update(batch, real=True)
+        for batch in fake.split(16):
+            metric.update(batch, real=False)
+        return float(metric.compute())
+
+    def reference() -> float:
+        with torch.no_grad():
+            feats = [np.concatenate([reference_net(b.float() / 255)[0].squeeze(-1).squeeze(-1).numpy()
+                                     for b in x.split(16)]) for x in (real, fake)]
+        stats = [(f.mean(0), np.cov(f, rowvar=False)) for f in feats]
+        return float(calculate_frechet_distance(*stats[0], *stats[1]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        ours_value = ours()
+        ours_s = time.perf_counter() - start
+        start = time.perf_counter()
+        reference_value = reference()
+        reference_s = time.perf_counter() - start
+    return {"images_per_side": images, "size": size, "ours_s": round(ours_s, 3),
+            "pytorch_fid_s": round(reference_s, 3), "speedup": round(reference_s / ours_s, 2),
+            "ours_value": ours_value, "pytorch_fid_value": reference_value,
+            "relative_diff": abs(ours_value - reference_value) / abs(reference_value)}
+
+
 def measure(quick: bool = False) -> dict:
     """All measurements, with the environment they ran in."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -155,6 +208,7 @@ def measure(quick: bool = False) -> dict:
         "cpbd": measure_cpbd(quick),
         "ssim": measure_ssim(quick),
         "frechet_distance": measure_frechet(),
+        "fid_features_and_distance": measure_fid(16 if quick else 64),
         "environment": {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                         "python": platform.python_version(), "torch": torch.__version__,
                         "numpy": np.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
@@ -162,10 +216,8 @@ def measure(quick: bool = False) -> dict:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import zoo.evaluators.identity_embedder as ie  # registers the model
 from zoo.cli import main
 from zoo.data.clip_format import open_dataset
 from zoo.metrics.fid import FrechetDistance
-from zoo.metrics.identity import align_faces, csim, embed_faces
+from zoo.metrics.identity import csim, embed_faces
 from zoo.registry import create_model
 
 SMALL = dict(widths=[8, 16, 16, 32], embedding_dim=64, num_identities=3)
@@ -130,6 +130,13 @@ def test_evaluate_quality(tiny_corpus):
     assert result["pairs_positive"] > 0 and result["pairs_negative"] > 0 and result["bar"] == 0.95
     assert "unseen_verification_accuracy" in result                          # tiny corpus: 1 unseen identity
     assert math.isnan(result["unseen_verification_accuracy"]) and result["unseen_pairs_negative"] == 0
+    # faces aligned by a landmark detector instead of the ground truth (the kit's CSIM pipeline)
+    from zoo.evaluators.landmark_detector import LandmarkDetector, LandmarkDetectorConfig
+
+    detector = LandmarkDetector(LandmarkDetectorConfig(input_size=32, widths=[8, 8, 16, 16], decoder_width=8))
+    detected = ie.evaluate_quality(model, dataset, "train", threshold_split="train", frames_per_clip=2,
+                                   unseen_split=None, landmarker=detector.detect)
+    assert 0.5 <= detected["verification_accuracy"] <= 1.0
     # val has one clip per identity: no positive pairs, so no threshold; reported as NaN, not an error
     default = ie.evaluate_quality(model, dataset, frames_per_clip=2, unseen_split=None)
     assert math.isnan(default["threshold"]) and default["passed"] is False and "unseen_auc" not in default

@@ -35,19 +35,33 @@ def test_forward_shapes_and_layouts():
     detected = model.detect(hwc, batch_size=2)
     assert isinstance(detected, np.ndarray) and detected.shape == (3, 68, 2) and detected.dtype == np.float32
     np.testing.assert_allclose(detected, out.numpy(), atol=1e-5)
-    # soft-argmax output lies inside the frame (x within width 56, y within height 40)
-    assert (out[..., 0] > -0.5).all() and (out[..., 0] < 55.5).all() and (out[..., 1] < 39.5).all()
+    # soft-argmax output lies inside the crop box (x within 0.1..0.9 of 56 px, y within 0.13..0.93 of 40 px)
+    assert (out[..., 0] > 5.1).all() and (out[..., 0] < 50.4).all() and (out[..., 1] < 37.2).all()
 
 
-def test_pixel_normalised_round_trip_and_centres():
+def test_pixel_normalised_round_trip_and_crop():
     px = torch.tensor([[[0.0, 0.0], [63.0, 31.0], [31.5, 15.5]]])
-    u = ld.LandmarkDetector._to_normalised(px, 32, 64)
-    torch.testing.assert_close(ld.LandmarkDetector._to_pixels(u, 32, 64), px)
+    whole = (0, 0, 64, 32)
+    u = ld.LandmarkDetector._to_normalised(px, whole)
+    torch.testing.assert_close(ld.LandmarkDetector._to_pixels(u, whole), px)
     torch.testing.assert_close(u[0, 2], torch.tensor([0.0, 0.0]))           # frame centre -> 0
     torch.testing.assert_close(u[0, 0], torch.tensor([-1 + 1 / 64, -1 + 1 / 32]))   # first pixel centre
+    model = ld.LandmarkDetector(ld.LandmarkDetectorConfig(**{**SMALL, "crop_box": [0.25, 0.5, 0.75, 1.0]}))
+    box = model.crop_region(32, 64)
+    assert box == (16, 16, 32, 16)
+    torch.testing.assert_close(ld.LandmarkDetector._to_normalised(torch.tensor([31.5, 23.5]), box),
+                               torch.tensor([0.0, 0.0]))                    # crop centre -> 0
+    # the working image of a crop that is already S x S is the crop itself
+    frames = torch.rand(1, 3, 64, 128)
+    model = ld.LandmarkDetector(ld.LandmarkDetectorConfig(**{**SMALL, "crop_box": [0.25, 0.25, 0.5, 0.75]}))
+    box = model.crop_region(64, 128)
+    assert box == (32, 16, 32, 32)
+    torch.testing.assert_close(model._to_working(frames, box), frames[..., 16:48, 32:64])
+    with pytest.raises(ld.ConfigError, match="crop_box"):
+        ld.LandmarkDetector(ld.LandmarkDetectorConfig(crop_box=[0.5, 0.0, 0.4, 1.0]))
 
 
-def test_similarity_jitter_moves_targets_with_the_image():
+def test_affine_jitter_moves_targets_with_the_image():
     """A bright dot warped by the augmentation lands where the transformed coordinates say."""
     torch.manual_seed(0)
     size, n = 64, 6
@@ -55,9 +69,10 @@ def test_similarity_jitter_moves_targets_with_the_image():
     dots = torch.tensor([[20.0, 30.0]]).repeat(n, 1)
     x[:, :, 30, 20] = 1.0
     x = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (2, 2, 2, 2)), 5, 1)   # a 5x5 blob, same centre
-    coords = ld.LandmarkDetector._to_normalised(dots[:, None], size, size)
-    warped, moved = ld._similarity_jitter(x, coords, degrees=15, scale=0.1, shift=0.1)
-    expected = ld.LandmarkDetector._to_pixels(moved, size, size)[:, 0]
+    whole = (0, 0, size, size)
+    coords = ld.LandmarkDetector._to_normalised(dots[:, None], whole)
+    warped, moved = ld._affine_jitter(x, coords, degrees=15, scale=0.1, aspect=0.1, shift=0.1)
+    expected = ld.LandmarkDetector._to_pixels(moved, whole)[:, 0]
     weights = warped[:, 0]
     ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
                             indexing="ij")
@@ -80,15 +95,15 @@ def test_training_steps_reduce_the_loss(tiny_corpus):
                                                           photometric=0, blur_prob=0, noise_std=0))
     model.log = lambda *args, **kwargs: None       # no trainer attached
     batch = _batch(tiny_corpus)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
-    for _ in range(25):
+    for _ in range(30):
         loss = model.training_step(batch, 0)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert math.isfinite(losses[0]) and losses[-1] < 0.5 * losses[0]
+    assert math.isfinite(losses[0]) and max(losses[-3:]) < 0.6 * losses[0]
 
 
 def test_augmented_training_step_runs(tiny_corpus):

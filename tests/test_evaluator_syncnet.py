@@ -78,6 +78,17 @@ def test_loss_decreases_on_a_tiny_corpus_batch(tiny_corpus):
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
+def test_training_augmentation_keeps_shapes_and_is_off_for_scoring(tiny_corpus):
+    torch.manual_seed(0)
+    frames = _batch(tiny_corpus, batch_size=2)["frames"]
+    model = SyncExpert(SyncExpertConfig(**SMALL, jitter_px=2, color_jitter=0.2))
+    plain = model.video_input(frames)
+    assert plain.shape == (2, 3, 20, 48, 64) and torch.equal(plain, model.video_input(frames))
+    augmented = model.video_input(frames, augment=True)
+    assert augmented.shape == plain.shape and not torch.equal(augmented, plain)
+    assert augmented.min() >= 0 and augmented.max() <= 255
+
+
 def test_video_geometry_crop_and_official_path(tiny_corpus):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
@@ -113,6 +124,16 @@ def test_sync_scores_with_the_network_end_to_end(tiny_corpus):
     metric.update(frames, audio)
     assert metric.compute()["lse_c"].item() == pytest.approx(lse_c)
     assert "crop box" in metric.variant and metric.backbone == SyncNetwork.name
+
+
+def test_scores_for_audios_equal_sync_scores(tiny_corpus):
+    torch.manual_seed(0)
+    net = SyncNetwork(**SMALL).eval()
+    dataset = open_dataset(tiny_corpus)
+    clip = dataset.clip(dataset.clip_ids("test")[0])
+    frames, audio = clip.read_frames(0, clip.num_frames), clip.read_audio(0, clip.num_samples)
+    tracks = [audio, shift_audio(audio, 2), shift_audio(audio, -3)]
+    assert sync_expert.scores_for_audios(net, frames, tracks) == [sync_scores(frames, a, net) for a in tracks]
 
 
 def test_shift_audio_convention():

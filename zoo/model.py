@@ -55,6 +55,21 @@ class ZooModule(pl.LightningModule):
     monitor_mode: ClassVar[str] = "min"
     trainable: ClassVar[bool] = True
 
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
+        """The loss of ``batch`` in ``stage`` ("train", "val" or "test"), logged under ``<stage>/...``.
+
+        Modules whose three loops differ only in the name they log under implement this one method."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither step() nor its *_step methods")
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self.step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self.step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self.step(batch, "test")
+
 
 class TalkingHeadModel(ZooModule):
     """A model that generates talking-head video from audio and reference inputs."""

@@ -41,19 +41,10 @@ class APCStage(ZooModule):
         predicted = self.apc(mel[:, :-n])
         return F.l1_loss(predicted, mel[:, n:])
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
         loss = self._loss(batch["mel"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["mel"].shape[0])
-        return loss
-
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch["mel"])
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["mel"].shape[0])
-        return loss
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch["mel"])
-        self.log("test/loss", loss, sync_dist=True, batch_size=batch["mel"].shape[0])
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", sync_dist=stage != "train",
+                 batch_size=batch["mel"].shape[0])
         return loss
 
     def configure_optimizers(self):

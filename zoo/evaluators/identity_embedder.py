@@ -50,7 +50,7 @@ class IdentityEmbedderConfig:
 
     num_identities: int = 6              # CosFace classes; every training identity label must be < this
     embedding_dim: int = 512
-    widths: List[int] = field(default_factory=lambda: [32, 64, 128, 256])   # stem + 3 residual stages
+    widths: List[int] = field(default_factory=lambda: [16, 32, 64, 128])    # stem + 3 residual stages
     margin: float = 0.35                 # CosFace additive cosine margin m
     scale: float = 30.0                  # CosFace logit scale s
     lr: float = 2e-3
@@ -167,11 +167,12 @@ class IdentityEmbedder(ZooModule):
         x = self._aligned(frames.flatten(0, 1), landmarks.flatten(0, 1), self.cfg.align_jitter if train else 0.0)
         if train:
             x = self._augment(x)
-        logits = self.head(self.network(x * 2 - 1), labels)
-        loss = F.cross_entropy(logits, labels)
+        embeddings = self.network(x * 2 - 1)
+        loss = F.cross_entropy(self.head(embeddings, labels), labels)
+        accuracy = (self.head(embeddings).argmax(-1) == labels).float().mean()      # nearest centre, no margin
         n = x.shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=train, batch_size=n, sync_dist=not train)
-        self.log(f"{stage}/acc", (logits.argmax(-1) == labels).float().mean(), batch_size=n, sync_dist=not train)
+        self.log(f"{stage}/acc", accuracy, batch_size=n, sync_dist=not train)
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

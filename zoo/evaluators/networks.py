@@ -89,7 +89,7 @@ class LandmarkNet(nn.Module):
 
     def heatmap_logits(self, x: torch.Tensor) -> torch.Tensor:
         """float [N, 3, S, S] -> float [N, K, S/4, S/4] unnormalised heatmaps."""
-        f4 = self.down4(x)
+        f4 = self.down4(x.contiguous())     # crops are strided views; see IdentityTrunk.forward on layouts
         f8 = self.down8(f4)
         f16 = self.down16(f8)
         up = lambda t, like: F.interpolate(t, size=like.shape[-2:], mode="bilinear", align_corners=False)  # noqa
@@ -110,7 +110,7 @@ class IdentityTrunk(nn.Module):
     [N, widths[-1]].
     """
 
-    def __init__(self, widths: Sequence[int] = (32, 64, 128, 256)):
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128)):
         super().__init__()
         stages = [conv_bn_relu(3, widths[0], 2)]
         stages += [ResidualBlock(cin, cout, 2) for cin, cout in zip(widths[:-1], widths[1:])]
@@ -118,7 +118,9 @@ class IdentityTrunk(nn.Module):
         self.num_features = int(widths[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x).mean(dim=(2, 3))
+        # Callers often pass permuted [N, H, W, 3] arrays (embed_faces, the FD update): a channels-last layout, which
+        # sends CPU convolutions down other kernels (one crashed in backward with narrow layers, torch 2.15).
+        return self.stages(x.contiguous()).mean(dim=(2, 3))
 
 
 class IdentityNet(nn.Module):
@@ -128,7 +130,7 @@ class IdentityNet(nn.Module):
     them by cosine; the BatchNorm centres them, which spreads identities over the sphere).
     """
 
-    def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), embedding_dim: int = 512):
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128), embedding_dim: int = 512):
         super().__init__()
         self.trunk = IdentityTrunk(widths)
         self.neck = nn.Sequential(nn.Linear(self.trunk.num_features, embedding_dim, bias=False),
