@@ -50,7 +50,7 @@ def main() -> None:
         "benchmark": "data_pipeline",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "corpus_generation": {**generation, "target_frames_per_s": 1000},
+        "corpus_generation": generation,
         "corpus_generation_and_write": generation_with_write,
         "datamodule": {**loader, "target_frames_per_s": 3000},
     }

@@ -153,7 +153,7 @@ class IdentityEmbedder(ZooModule):
         return degrade(x, photometric=cfg.photometric, blur_prob=cfg.blur_prob, blur_sigma=cfg.blur_sigma,
                        noise_std=cfg.noise_std)
 
-    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
         frames, landmarks = batch["frames"], batch["landmarks2d"]
         if "identity" not in batch:
             raise DataError("identity_embedder: the batches carry no 'identity' (every clip needs meta.identity)")
@@ -174,15 +174,6 @@ class IdentityEmbedder(ZooModule):
         self.log(f"{stage}/loss", loss, prog_bar=train, batch_size=n, sync_dist=not train)
         self.log(f"{stage}/acc", accuracy, batch_size=n, sync_dist=not train)
         return loss
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "test")
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)

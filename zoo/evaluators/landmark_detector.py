@@ -201,7 +201,7 @@ class LandmarkDetector(ZooModule):
                     blur_sigma=cfg.blur_sigma, noise_std=cfg.noise_std)
         return x, coords
 
-    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
         frames, target = batch["frames"], batch["landmarks2d"].float()
         x = to_float_images(frames.flatten(0, 1))                   # [B*T, 3, H, W]
         target = target.flatten(0, 1)                                # [B*T, 68, 2] pixels
@@ -222,15 +222,6 @@ class LandmarkDetector(ZooModule):
             self.log(f"{stage}/nme", nme, prog_bar=True, batch_size=n, sync_dist=True)
             self.log(f"{stage}/error_px", (pred - target).norm(dim=-1).mean(), batch_size=n, sync_dist=True)
         return loss
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "test")
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)

@@ -158,21 +158,12 @@ class SyncExpert(ZooModule):
         audio = self.network.forward_aud(windows.flatten(0, 1)).unflatten(0, windows.shape[:2])
         return video, audio
 
-    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
         loss, accuracy = matching_loss(*self.embed(batch, augment=stage == "train"))
         b = batch["frames"].shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=b)
         self.log(f"{stage}/offset_acc", accuracy, sync_dist=stage != "train", batch_size=b)
         return loss
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "test")
 
     def configure_optimizers(self):
         cfg = self.cfg
