@@ -20,7 +20,7 @@ from zoo.errors import ConfigError, DataError
 from zoo.evaluation import ClipEvaluator, ValidationVideos
 from zoo.metrics.suite import LEARNED_METRICS
 from zoo.model import TalkingHeadModel
-from zoo.registry import create_model, get_entry
+from zoo.registry import get_entry
 from zoo.tracking import build_logger
 
 STAGES = ("fit", "validate", "test", "predict")

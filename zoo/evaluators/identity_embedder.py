@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ConfigError, DataError
-from zoo.evaluators.common import DataSource, degrade, iter_split_frames, resolve_dataset, to_float_images
+from zoo.evaluators.common import (DataSource, degrade, iter_split_frames, one_cycle_adamw, resolve_dataset,
+                                   to_float_images)
 from zoo.evaluators.networks import IdentityNet
 from zoo.metrics.identity import align_faces, embed_faces
 from zoo.model import ZooModule
@@ -176,11 +177,7 @@ class IdentityEmbedder(ZooModule):
         return loss
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        total = max(2, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.cfg.lr, total_steps=total,
-                                                       pct_start=self.cfg.warmup_fraction)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return one_cycle_adamw(self, self.cfg.lr, self.cfg.weight_decay, self.cfg.warmup_fraction)
 
 
 @register_model("identity_embedder", config=IdentityEmbedderConfig,

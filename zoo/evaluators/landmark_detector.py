@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from zoo.errors import ConfigError, DataError
-from zoo.evaluators.common import DataSource, degrade, iter_split_frames, resolve_dataset, to_float_images
+from zoo.evaluators.common import (DataSource, degrade, iter_split_frames, one_cycle_adamw, resolve_dataset,
+                                   to_float_images)
 from zoo.evaluators.networks import LandmarkNet
 from zoo.model import ZooModule
 from zoo.registry import register_model
@@ -224,12 +225,7 @@ class LandmarkDetector(ZooModule):
         return loss
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        # One-cycle over the run's real length: fast convergence within a few-minute CPU budget.
-        total = max(2, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.cfg.lr, total_steps=total,
-                                                       pct_start=self.cfg.warmup_fraction)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return one_cycle_adamw(self, self.cfg.lr, self.cfg.weight_decay, self.cfg.warmup_fraction)
 
 
 @register_model("landmark_detector", config=LandmarkDetectorConfig,
