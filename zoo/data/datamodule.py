@@ -211,6 +211,9 @@ class TalkingHeadDataModule(pl.LightningDataModule):
             drop_last=train and len(dataset) >= batch_size,
             generator=torch.Generator().manual_seed(int(cfg.seed)) if train else None,
             num_workers=workers, persistent_workers=workers > 0, pin_memory=cfg.pin_memory,
+            # Workers start from a clean server process, not a fork of this one: forking a process that already
+            # runs threads (earlier fits' pools, progress bars, OpenCV) can deadlock the child at start-up.
+            multiprocessing_context="forkserver" if workers > 0 else None,
             worker_init_fn=_worker_init if workers > 0 else None)
 
     def _evaluating(self) -> bool:
