@@ -13,6 +13,7 @@ from zoo.data.clip_format import open_dataset
 from zoo.metrics.fid import FrechetDistance
 from zoo.metrics.identity import csim, embed_faces
 from zoo.registry import create_model
+from helpers import optimise
 
 SMALL = dict(widths=[8, 16, 16, 32], embedding_dim=64, num_identities=3)
 
@@ -98,14 +99,7 @@ def test_training_steps_reduce_the_loss(tiny_corpus):
                                                           blur_prob=0.0, noise_std=0.0))
     model.log = lambda *args, **kwargs: None       # no trainer attached
     batch = _batch(tiny_corpus)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(12):
-        loss = model.training_step(batch, 0)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = optimise(lambda: model.training_step(batch, 0), model.parameters(), steps=12, lr=3e-3)
     assert math.isfinite(losses[0]) and losses[-1] < 0.5 * losses[0]
     augmented = ie.IdentityEmbedder(ie.IdentityEmbedderConfig(**SMALL, blur_prob=1.0))
     augmented.log = lambda *args, **kwargs: None

@@ -11,6 +11,7 @@ import zoo.evaluators.landmark_detector as ld  # registers the model
 from zoo.cli import main
 from zoo.data.clip_format import open_dataset
 from zoo.registry import create_model
+from helpers import optimise
 
 SMALL = dict(input_size=32, widths=[8, 8, 16, 16], decoder_width=8)
 
@@ -95,14 +96,7 @@ def test_training_steps_reduce_the_loss(tiny_corpus):
                                                           photometric=0, blur_prob=0, noise_std=0))
     model.log = lambda *args, **kwargs: None       # no trainer attached
     batch = _batch(tiny_corpus)
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
-    losses = []
-    for _ in range(30):
-        loss = model.training_step(batch, 0)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = optimise(lambda: model.training_step(batch, 0), model.parameters(), steps=30, lr=5e-3)
     assert math.isfinite(losses[0]) and max(losses[-3:]) < 0.6 * losses[0]
 
 

@@ -19,6 +19,7 @@ from zoo.evaluators.sync_network import SyncNetwork
 from zoo.metrics.sync import (VIDEO_VARIANT, SyncMetric, crop_pixels, prepare_video, sync_scores, video_geometry,
                               video_variant)
 from zoo.registry import create_model, get_entry
+from helpers import optimise
 
 SMALL = dict(embedding_dim=16, lip_channels=[4, 8, 8, 16], audio_channels=[4, 8, 16], width=16)
 
@@ -67,14 +68,7 @@ def test_loss_decreases_on_a_tiny_corpus_batch(tiny_corpus):
     torch.manual_seed(0)
     batch = _batch(tiny_corpus)
     model = SyncExpert(SyncExpertConfig(**SMALL))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(6):
-        loss, _ = matching_loss(*model.embed(batch))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses = optimise(lambda: matching_loss(*model.embed(batch))[0], model.parameters(), steps=6, lr=3e-3)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
@@ -112,12 +106,17 @@ def test_video_geometry_crop_and_official_path(tiny_corpus):
     assert "crop box" in video_variant(SyncNetwork()) and "48x64" in video_variant(SyncNetwork())
 
 
+def _first_test_clip(root):
+    """uint8 [T, H, W, 3] frames and float32 [N] audio of the first test clip."""
+    dataset = open_dataset(root)
+    clip = dataset.clip(dataset.clip_ids("test")[0])
+    return clip.read_frames(0, clip.num_frames), clip.read_audio(0, clip.num_samples)
+
+
 def test_sync_scores_with_the_network_end_to_end(tiny_corpus):
     torch.manual_seed(0)
     net = SyncNetwork(**SMALL).eval()
-    dataset = open_dataset(tiny_corpus)
-    clip = dataset.clip(dataset.clip_ids("test")[0])
-    frames, audio = clip.read_frames(0, clip.num_frames), clip.read_audio(0, clip.num_samples)
+    frames, audio = _first_test_clip(tiny_corpus)
     offset, lse_d, lse_c = sync_scores(frames, audio, net)
     assert -15 <= offset <= 15 and np.isfinite(lse_d) and lse_c >= 0
     metric = SyncMetric(net)
@@ -129,9 +128,7 @@ def test_sync_scores_with_the_network_end_to_end(tiny_corpus):
 def test_scores_for_audios_equal_sync_scores(tiny_corpus):
     torch.manual_seed(0)
     net = SyncNetwork(**SMALL).eval()
-    dataset = open_dataset(tiny_corpus)
-    clip = dataset.clip(dataset.clip_ids("test")[0])
-    frames, audio = clip.read_frames(0, clip.num_frames), clip.read_audio(0, clip.num_samples)
+    frames, audio = _first_test_clip(tiny_corpus)
     tracks = [audio, shift_audio(audio, 2), shift_audio(audio, -3)]
     assert sync_expert.scores_for_audios(net, frames, tracks) == [sync_scores(frames, a, net) for a in tracks]
 

@@ -8,6 +8,7 @@ import torch
 
 from zoo.model import ZooModule
 from zoo.registry import create_model, get_entry, list_models
+from helpers import optimise
 
 
 def test_baselines_registered():
@@ -46,11 +47,6 @@ def test_apc_learns_to_predict_ahead():
     model = create_model("lsp.apc", hidden_size=64, num_layers=2, lr=1e-2)
     t = torch.arange(120).float()
     mel = torch.stack([torch.sin(t * (0.1 + 0.02 * b) + b) for b in range(8)])[..., None].repeat(1, 1, 80)
-    batch = {"mel": mel}
-    opt = model.configure_optimizers()
     first = model._loss(mel).item()
-    for _ in range(60):
-        opt.zero_grad()
-        model._loss(batch["mel"]).backward()
-        opt.step()
+    optimise(lambda: model._loss(mel), model.parameters(), steps=60, lr=1e-2)
     assert model._loss(mel).item() < 0.3 * first

@@ -18,6 +18,7 @@ the key, the file it came from and the valid choices.
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, List, Optional
@@ -251,13 +252,15 @@ def _check_choices(cfg: DictConfig) -> None:
 
 
 def to_dataclass(node: DictConfig, cls: type) -> Any:
-    """Instantiate dataclass ``cls`` (recursively) from a composed config node."""
+    """Instantiate dataclass ``cls`` (recursively) from a composed config node; keys ``cls`` lacks are ignored
+    (``DataSection`` -> ``DataConfig``)."""
+    hints = typing.get_type_hints(cls)
     values = {}
     for f in fields(cls):
         value = node[f.name]
-        if isinstance(value, DictConfig) and is_dataclass(f.default_factory() if callable(f.default_factory) else None):
-            value = to_dataclass(value, type(f.default_factory()))
-        elif isinstance(value, (DictConfig,)) or OmegaConf.is_list(value):
+        if is_dataclass(hints[f.name]) and isinstance(value, DictConfig):
+            value = to_dataclass(value, hints[f.name])
+        elif OmegaConf.is_config(value):
             value = OmegaConf.to_container(value, resolve=True)
         values[f.name] = value
     return cls(**values)
