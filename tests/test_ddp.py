@@ -40,3 +40,27 @@ def test_ddp_test_equals_single_process(tiny_corpus, tmp_path):
     assert a["num_clips"] == b["num_clips"]
     assert [c["sample_index"] for c in a["clips"]] == [c["sample_index"] for c in b["clips"]]
     assert a["aggregate"] == pytest.approx(b["aggregate"], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def small_apc(tiny_corpus, tmp_path_factory):
+    """A small trained lsp.apc checkpoint the person stages start from."""
+    runs = tmp_path_factory.mktemp("apc")
+    zoo_subprocess("fit", "--model", "lsp.apc", "experiment=smoke", "trainer=cpu", "trainer.progress_bar=none",
+                   "logger=none", f"run.runs_dir={runs}", "model.hidden_size=32")
+    return runs / "lsp.apc" / "smoke" / "checkpoints" / "last.ckpt"
+
+
+SMALL_STAGE = {"lsp.mouth": ["model.hidden_size=32"],
+               "lsp.headpose": ["model.residual_channels=16", "model.dilation_channels=16", "model.skip_channels=16"],
+               "lsp.renderer": ["model.ngf=8", "model.ndf=8", "model.num_downs=4"]}
+
+
+@pytest.mark.parametrize("stage", sorted(SMALL_STAGE))
+def test_ddp_fit_lsp_stage(stage, small_apc, tmp_path):
+    apc = [f"model.apc_ckpt={small_apc}", "model.apc_hidden_size=32"] if stage != "lsp.renderer" else []
+    zoo_subprocess("fit", "--model", stage, *DDP, f"run.runs_dir={tmp_path}", *SMALL_STAGE[stage], *apc)
+    run_dir = tmp_path / stage / "smoke"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    metrics = (run_dir / "logs" / "version_0" / "metrics.csv").read_text()
+    assert ("val/psnr" if stage == "lsp.renderer" else "val/loss") in metrics

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from zoo.model import ZooModule
+from zoo.pipeline import is_staged
 from zoo.registry import create_model, get_entry, list_models
 from helpers import optimise
 
@@ -22,7 +23,9 @@ def test_create_every_model(name):
     model = create_model(name)
     assert isinstance(model, entry.model_class) and isinstance(model, ZooModule)
     assert dataclasses.is_dataclass(entry.config) and entry.help
-    if entry.model_class.trainable:
+    if is_staged(entry.model_class):   # trained stage by stage: every stage is a registered trainable model
+        assert all(get_entry(stage).model_class.trainable for _, stage in entry.model_class.stages)
+    elif entry.model_class.trainable:
         assert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
         assert model.monitor
 

@@ -1,6 +1,7 @@
 """The ``zoo`` command line.
 
     zoo fit | validate | test | predict --model NAME [--data NAME] [--config FILE] [key=value ...]
+    zoo predict --model NAME --ckpt RUN --audio IN.wav --out OUT.mp4 [--seed N] [--pose POSES.npy]
     zoo models                       registered models, one line each
     zoo weights                      pretrained weight files: status and SHA256
     zoo config --model NAME [...]    print the composed config
@@ -32,8 +33,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default=None, help="extra YAML merged after the config groups")
         if command == "fit":
             p.add_argument("--resume", default=None, metavar="PATH|auto", help="continue from a checkpoint")
+            p.add_argument("--force", action="store_true", help="staged models: retrain finished stages too")
         if command in ("validate", "test", "predict"):
-            p.add_argument("--ckpt", default=None, help="checkpoint to evaluate (default: the run's best)")
+            p.add_argument("--ckpt", default=None, help="checkpoint or run directory (default: the latest run's best)")
+        if command == "predict":
+            p.add_argument("--audio", default=None, help="drive the model with this audio file instead of the "
+                                                          "test split (with --out)")
+            p.add_argument("--out", default=None, help="mp4 to write for --audio (with the audio muxed in)")
+            p.add_argument("--seed", type=int, default=0, help="seed of sampled motion for --audio")
+            p.add_argument("--pose", default=None, help=".npy of head poses [T, 6] to use instead of sampled ones")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. trainer=cpu trainer.max_epochs=3 data.batch_size=4")
@@ -62,8 +70,10 @@ def _cmd_config(args) -> None:
 
     from zoo.config import compose
     from zoo.harness import add_model_fields
+    from zoo.registry import get_entry
 
     cfg = compose(args.model, args.data, args.config, args.overrides)
+    get_entry(args.model).model_class.configure_data(cfg.data, cfg.model)
     add_model_fields(cfg)
     print(OmegaConf.to_yaml(cfg), end="")
 
@@ -106,12 +116,17 @@ def main(argv: Optional[list[str]] = None) -> int:
             _cmd_config(args)
         elif args.command == "data":
             _cmd_data_synth(args)
+        elif args.command == "predict" and args.audio is not None:
+            from zoo.predict import predict_audio_file
+
+            predict_audio_file(args.model, args.ckpt, args.audio, args.out, args.seed, args.pose, args.overrides)
         else:
             from zoo.harness import execute, prepare
 
             name_preset = "ZOO_RUN_NAME" in os.environ
             run = prepare(args.command, args.model, args.data, args.config, args.overrides,
-                          resume=getattr(args, "resume", None), ckpt=getattr(args, "ckpt", None))
+                          resume=getattr(args, "resume", None), ckpt=getattr(args, "ckpt", None),
+                          force=getattr(args, "force", False))
             try:
                 execute(run)
             finally:

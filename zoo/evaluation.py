@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import Callback
 from zoo.io.atomic import atomic_path
 from zoo.io.video import write_video
 from zoo.metrics.suite import MetricSuite
-from zoo.model import GeneratedClip, TalkingHeadModel, frames_to_float
+from zoo.model import GeneratedClip, frames_to_float
 from zoo.tracking import log_video_file
 
 
@@ -160,8 +160,17 @@ class ClipEvaluator(Callback):
         self._finish(trainer, pl_module, "predict")
 
 
+def has_preview(module) -> bool:
+    """Whether a module (or module class) overrides :meth:`ZooModule.preview`."""
+    from zoo.model import ZooModule
+
+    cls = module if isinstance(module, type) else type(module)
+    return cls.preview is not ZooModule.preview
+
+
 class ValidationVideos(Callback):
-    """Each validation epoch of a fit: a few clips as ``ground truth | generated`` mp4 with sound, to the logger."""
+    """Each validation epoch of a fit: a few clips of the module's :meth:`~zoo.model.ZooModule.preview` (for video
+    models ``ground truth | generated``) as mp4 with sound, to the logger."""
 
     def __init__(self, run_dir: Path, num_videos: int = 2):
         self.run_dir = Path(run_dir)
@@ -175,13 +184,12 @@ class ValidationVideos(Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         batch, self._batch = self._batch, None
         if (trainer.sanity_checking or batch is None or not trainer.is_global_zero or self.num_videos <= 0
-                or not isinstance(pl_module, TalkingHeadModel) or "frames" not in batch):
+                or not has_preview(pl_module)):
             return
         with torch.no_grad():
-            clip = pl_module.generate(batch)
+            previews = pl_module.preview(batch)
         for i, clip_id in enumerate(batch["clip_id"]):
-            side_by_side = torch.cat([frames_to_float(batch["frames"][i]).to(clip.frames.device),
-                                      clip.frames[i].clamp(0, 1)], dim=-1)
+            side_by_side = previews[i].clamp(0, 1)
             path = self.run_dir / "media" / "val" / f"epoch{trainer.current_epoch:03d}_{clip_id}.mp4"
             audio = batch["audio"][i].float().cpu().numpy() if "audio" in batch else None
             write_video(path, to_video_array(side_by_side), fps=trainer.datamodule.fps, audio=audio,

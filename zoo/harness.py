@@ -17,9 +17,10 @@ from omegaconf import DictConfig
 from zoo.config import compose, save_config, to_dataclass
 from zoo.data.datamodule import DataConfig, TalkingHeadDataModule
 from zoo.errors import ConfigError, DataError
-from zoo.evaluation import ClipEvaluator, ValidationVideos
+from zoo.evaluation import ClipEvaluator, ValidationVideos, has_preview
 from zoo.metrics.suite import LEARNED_METRICS
 from zoo.model import TalkingHeadModel
+from zoo.pipeline import fit_staged, is_staged
 from zoo.registry import get_entry
 from zoo.tracking import build_logger
 
@@ -34,6 +35,8 @@ class Run:
     cfg: DictConfig
     run_dir: Path
     ckpt_path: Optional[str]
+    sources: tuple = (None, None, ())      # (data, config_file, overrides) it was composed from
+    force: bool = False                    # staged fit: retrain finished stages
 
 
 def _run_name(cfg: DictConfig) -> str:
@@ -72,6 +75,13 @@ def resolve_run(stage: str, cfg: DictConfig, resume: Optional[str], ckpt: Option
     if stage == "fit":
         if not trainable:
             raise ConfigError(f"model '{cfg.run.model}' has nothing to train; use `zoo test --model {cfg.run.model}`")
+        model_class = get_entry(cfg.run.model).model_class
+        if is_staged(model_class):   # finished stages are skipped and interrupted ones resumed (zoo.pipeline)
+            if resume is not None:
+                raise ConfigError(f"'{cfg.run.model}' trains in stages and resumes them by itself: rerun the same "
+                                  f"command without --resume (--force retrains)")
+            cfg.run.name = cfg.run.name or model_class.default_run_name(cfg.model)
+            return Run(stage, cfg, _model_root(cfg) / cfg.run.name, None)
         if resume not in (None, "auto"):
             path = Path(resume)
             if not path.is_file():
@@ -149,7 +159,7 @@ def evaluation_domain(cfg: DictConfig) -> str:
     return "synth-kit" if cfg.data.name == "synth" else "official"
 
 
-def _is_rank_zero_process() -> bool:
+def is_rank_zero_process() -> bool:
     return all(int(os.environ.get(var, "0")) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
@@ -164,7 +174,7 @@ def prepare_evaluation(cfg: DictConfig, datamodule: TalkingHeadDataModule) -> Op
 
     datamodule.prepare_data()
     root = Path(datamodule.cfg.root)
-    if _is_rank_zero_process():
+    if is_rank_zero_process():
         return ensure_kit(root, cfg.eval.kit_dir, list(cfg.eval.kit_overrides))
     target = kit_path(root, cfg.eval.kit_dir, list(cfg.eval.kit_overrides))
     deadline = time.time() + 6 * 3600
@@ -212,7 +222,7 @@ def _callbacks(run: Run, model_class: type, kit: Optional[Path] = None) -> list:
                                          filename="best-{epoch:03d}-{step}", auto_insert_metric_name=False))
         if cfg.logger.name != "none":
             callbacks.append(LearningRateMonitor(logging_interval="step"))
-        if cfg.logger.log_videos and issubclass(model_class, TalkingHeadModel):
+        if cfg.logger.log_videos and has_preview(model_class):
             callbacks.append(ValidationVideos(run.run_dir, cfg.logger.num_videos))
     return callbacks
 
@@ -233,8 +243,11 @@ def build_trainer(run: Run, logger, kit: Optional[Path] = None) -> pl.Trainer:
         plugins.append(SLURMEnvironment(auto_requeue=True))
     optional = {k: t[k] for k in ("gradient_clip_val", "limit_train_batches", "limit_val_batches",
                                    "limit_test_batches", "limit_predict_batches", "max_time") if t[k] is not None}
+    strategy = t.strategy
+    if strategy in ("ddp", "ddp_spawn") and get_entry(cfg.run.model).model_class.ddp_find_unused_parameters:
+        strategy = f"{strategy}_find_unused_parameters_true"
     return pl.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps,
         gradient_clip_algorithm=t.gradient_clip_algorithm, accumulate_grad_batches=t.accumulate_grad_batches,
         check_val_every_n_epoch=t.check_val_every_n_epoch, log_every_n_steps=t.log_every_n_steps,
@@ -247,21 +260,26 @@ def build_trainer(run: Run, logger, kit: Optional[Path] = None) -> pl.Trainer:
 
 def prepare(stage: str, model: str, data: Optional[str] = None, config_file: Optional[str] = None,
             overrides: Optional[list[str]] = None, resume: Optional[str] = None,
-            ckpt: Optional[str] = None) -> Run:
+            ckpt: Optional[str] = None, force: bool = False) -> Run:
     """Compose the config and resolve the run directory (no side effects besides validation)."""
     if stage not in STAGES:
         raise ConfigError(f"unknown command '{stage}'; valid: {', '.join(STAGES)}")
     cfg = compose(model, data, config_file, overrides)
+    get_entry(cfg.run.model).model_class.configure_data(cfg.data, cfg.model)
     add_model_fields(cfg)
-    return resolve_run(stage, cfg, resume, ckpt)
+    run = resolve_run(stage, cfg, resume, ckpt)
+    run.sources, run.force = (data, config_file, tuple(overrides or ())), force
+    return run
 
 
 def execute(run: Run) -> dict:
     """Run the job; returns the logged metrics (``trainer.callback_metrics`` as floats)."""
     cfg = run.cfg
+    entry = get_entry(cfg.run.model)
+    if run.stage == "fit" and is_staged(entry.model_class):
+        return fit_staged(run, *run.sources, force=run.force)
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    entry = get_entry(cfg.run.model)
     model = entry.builder(to_dataclass(cfg.model, entry.config))
     if pl.utilities.rank_zero.rank_zero_only.rank == 0:
         save_config(cfg, run.run_dir / "config.yaml")

@@ -54,12 +54,25 @@ class ZooModule(pl.LightningModule):
     monitor: ClassVar[Optional[str]] = "val/loss"
     monitor_mode: ClassVar[str] = "min"
     trainable: ClassVar[bool] = True
+    # GANs step G and D separately, so each backward leaves the other's parameters unused; DDP must be told.
+    ddp_find_unused_parameters: ClassVar[bool] = False
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         """The loss of ``batch`` in ``stage`` ("train", "val" or "test"), logged under ``<stage>/...``.
 
         Modules whose three loops differ only in the name they log under implement this one method."""
         raise NotImplementedError(f"{type(self).__name__} implements neither step() nor its *_step methods")
+
+    @classmethod
+    def configure_data(cls, data_cfg, model_cfg) -> None:
+        """Adjust the composed ``data`` config to the model config before the run (e.g. a person-specific model
+        selects its identity's clips). Default: nothing."""
+
+    def preview(self, batch: dict) -> Optional[torch.Tensor]:
+        """What a validation batch looks like as video, float [B, T, 3, H, W'] in [0, 1] (e.g. ground truth |
+        generated side by side), or None (the default) for modules with nothing to show. Logged by
+        :class:`zoo.evaluation.ValidationVideos` with the batch's audio."""
+        return None
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self.step(batch, "train")
@@ -80,6 +93,11 @@ class TalkingHeadModel(ZooModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> GeneratedClip:
         return self.generate(batch)
+
+    def preview(self, batch: dict) -> torch.Tensor:
+        """Ground truth | generated, side by side."""
+        clip = self.generate(batch)
+        return torch.cat([frames_to_float(batch["frames"]).to(clip.frames.device), clip.frames.clamp(0, 1)], dim=-1)
 
     def validation_step(self, batch: dict, batch_idx: int) -> GeneratedClip:
         return self.generate(batch)

@@ -125,7 +125,7 @@ register(WeightFile(
 register(WeightFile(
     name="vgg19", filename="vgg19-dcbb9e9d.pth", sha256=None, sha256_prefix="dcbb9e9d",
     source="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth (torchvision)",
-    used_by="VGG perceptual loss"))
+    used_by="LSP renderer perceptual loss (zoo.gan.perceptual)"))
 
 
 def get_weights_dir(weights_dir: Optional[PathLike] = None) -> Path:

@@ -38,8 +38,8 @@ import torch
 from zoo.data.clip_format import ClipDataset
 from zoo.io.atomic import atomic_path
 
-__all__ = ["FEATURES", "MelRecipe", "mel_recipe", "mel_basis", "log_mel", "mfcc", "rows_per_frame",
-           "aligned_span", "feature_rows", "FeatureCache"]
+__all__ = ["FEATURES", "MelRecipe", "mel_recipe", "mel_basis", "mel_row_starts", "mel_right_padding", "log_mel_rows",
+           "log_mel", "mfcc", "rows_per_frame", "aligned_span", "feature_rows", "FeatureCache"]
 
 FEATURES = ("mel", "mfcc")
 RECIPE_VERSION = 1          # bump when a recipe changes: it is part of the cache key
@@ -98,25 +98,53 @@ def _num_frames(num_samples: int, sample_rate: int, fps: float, num_frames: Opti
     return int(num_frames) if num_frames is not None else int(round(num_samples * fps / sample_rate))
 
 
+def mel_row_starts(first: int, stop: int, step: float) -> np.ndarray:
+    """Start (in the padded signal) of log-mel rows ``[first, stop)``: ``floor(j * step + 0.5)``, int64."""
+    return np.floor(np.arange(first, stop) * step + 0.5).astype(np.int64)
+
+
+def mel_right_padding(recipe: MelRecipe, rows: int, num_samples: int) -> int:
+    """Right reflect padding :func:`log_mel` uses for ``rows >= 1`` rows of ``num_samples`` samples: ``pad``, or
+    more when the fractional hop rounds the last row up. Raises ValueError when the signal is too short to be
+    reflected (reflect padding of p samples needs at least p + 1 samples)."""
+    right = max(recipe.pad, int(mel_row_starts(rows - 1, rows, recipe.step)[0]) + recipe.n_fft
+                - num_samples - recipe.pad)
+    if max(recipe.pad, right) >= num_samples:
+        raise ValueError(f"log-mel at {recipe.sample_rate} Hz / {recipe.fps:g} fps: {num_samples} samples are too "
+                         f"few for {rows} rows (reflect padding of {recipe.pad} left and {right} right needs at "
+                         f"least {max(recipe.pad, right) + 1} samples)")
+    return right
+
+
+def log_mel_rows(frames: torch.Tensor, recipe: MelRecipe) -> torch.Tensor:
+    """The per-row math of :func:`log_mel`: raw ``n_fft``-sample frames of the padded signal, float32
+    ``[rows, n_fft]`` -> Hann-windowed |rfft| -> mel -> normalised log, float32 ``[rows, 80]``."""
+    window, basis = _window(recipe.win_length, recipe.n_fft), mel_basis(recipe.sample_rate, recipe.n_fft)
+    magnitude = torch.fft.rfft(frames * window, dim=-1).abs()                     # [rows, n_fft/2+1]
+    log_floor = math.log(MEL_FLOOR)
+    return (torch.log(torch.clamp(magnitude @ basis.T, min=MEL_FLOOR)) - log_floor) / -log_floor
+
+
 def log_mel(audio: np.ndarray, sample_rate: int, fps: float, num_frames: Optional[int] = None) -> np.ndarray:
     """Normalised log-mel spectrogram of float ``audio`` ``[N]`` in [-1, 1]: float32 ``[2T, 80]`` in about [0, 1],
-    where T = ``num_frames`` (default ``round(N * fps / sr)``); rows ``2t, 2t + 1`` belong to video frame t."""
+    where T = ``num_frames`` (default ``round(N * fps / sr)``); rows ``2t, 2t + 1`` belong to video frame t.
+
+    T = 0 gives ``[0, 80]``; audio too short for the reflect padding raises ValueError (see
+    :func:`mel_right_padding`). :class:`zoo.data.streaming.StreamingLogMel` computes the same rows chunk by chunk."""
     recipe = mel_recipe(sample_rate, fps)
     rows = MEL_PER_FRAME * _num_frames(len(audio), sample_rate, fps, num_frames)
+    if rows <= 0:
+        return np.zeros((0, MEL_BANDS), dtype=np.float32)
     signal = torch.as_tensor(np.asarray(audio, dtype=np.float32))
-    starts = torch.from_numpy(np.floor(np.arange(rows) * recipe.step + 0.5).astype(np.int64))
+    starts = torch.from_numpy(mel_row_starts(0, rows, recipe.step))
     # right padding may need to exceed `pad` by a sample when the fractional hop rounds up at the end
-    right = max(recipe.pad, int(starts[-1]) + recipe.n_fft - len(signal) - recipe.pad)
+    right = mel_right_padding(recipe, rows, len(signal))
     padded = torch.nn.functional.pad(signal[None, None], (recipe.pad, right), mode="reflect")[0, 0]
-    window, basis = _window(recipe.win_length, recipe.n_fft), mel_basis(recipe.sample_rate, recipe.n_fft)
     offsets = torch.arange(recipe.n_fft)
     out = torch.empty(rows, MEL_BANDS)
     for first in range(0, rows, _CHUNK_ROWS):
         chunk = padded[starts[first:first + _CHUNK_ROWS, None] + offsets]          # [rows, n_fft]
-        magnitude = torch.fft.rfft(chunk * window, dim=-1).abs()                  # [rows, n_fft/2+1]
-        out[first:first + _CHUNK_ROWS] = magnitude @ basis.T                      # [rows, 80]
-    log_floor = math.log(MEL_FLOOR)
-    out = (torch.log(torch.clamp(out, min=MEL_FLOOR)) - log_floor) / -log_floor
+        out[first:first + _CHUNK_ROWS] = log_mel_rows(chunk, recipe)              # [rows, 80]
     return out.numpy()
 
 

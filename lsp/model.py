@@ -1,0 +1,212 @@
+"""The assembled Live Speech Portraits model: audio in, video out, for one person.
+
+``zoo fit --model lsp`` trains the stages in order (:data:`LSP.stages`) and then :meth:`LSP.assemble` puts their
+networks together with the person's profile and the APC base of the manifold projection into one checkpoint,
+which ``zoo test``/``zoo predict`` and the streaming API load. Inference itself lives in :mod:`lsp.inference`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from lsp.inference import EngineOutput, LSPEngine
+from lsp.networks.audio2mouth import Audio2Mouth, pair_frames
+from lsp.networks.headpose import Audio2Headpose
+from lsp.networks.renderer import Feature2FaceGenerator
+from lsp.person import PersonProfile, person_clip_ids
+from lsp.speech import FrozenAPC
+from lsp.stages.apc import APCConfig
+from lsp.stages.headpose import HeadposeConfig
+from lsp.stages.mouth import MouthConfig
+from lsp.stages.renderer import RendererConfig
+from zoo.data.features import FeatureCache, log_mel
+from zoo.errors import ConfigError, WeightsError
+from zoo.model import GeneratedClip, TalkingHeadModel
+
+
+@dataclass
+class LSPConfig:
+    identity: int = 0                       # the target person; every person-specific stage trains on it
+    apc: APCConfig = field(default_factory=APCConfig)
+    mouth: MouthConfig = field(default_factory=MouthConfig)
+    headpose: HeadposeConfig = field(default_factory=HeadposeConfig)
+    renderer: RendererConfig = field(default_factory=RendererConfig)
+    # inference (LSP's demo.py and per-person config)
+    lle_neighbours: int = 10                # manifold projection K
+    lle_percent: float = 1.0                # blend of the projection (1 = replace the feature)
+    mouth_smooth_sigma: float = 1.0         # frames; LSP: 1-1.5 at 60 fps
+    mouth_amplitude: float = 1.0            # LSP's AMP (1.5-2 for its subjects); 1 keeps the trained amplitude
+    pose_smooth_sigma: float = 1.0          # frames; LSP: 2-10 at 60 fps
+    seed: int = 0                           # head-motion sampling seed (per clip: seed + dataset index)
+
+
+class LSP(TalkingHeadModel):
+    """All of LSP's inference networks + the person's profile. ``generate`` needs ``batch["mel"]`` [B, 2T, 80]."""
+
+    # (key in LSPConfig, registered stage model); trained in this order by `zoo fit --model lsp`
+    stages: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("apc", "lsp.apc"), ("mouth", "lsp.mouth"), ("headpose", "lsp.headpose"), ("renderer", "lsp.renderer"))
+    data_fields = ("mel",)
+    monitor = None
+
+    def __init__(self, cfg: LSPConfig):
+        super().__init__()
+        self.save_hyperparameters(asdict(cfg), logger=False)
+        self.cfg = cfg
+        hp = cfg.headpose
+        self.speech = FrozenAPC(cfg.apc.mel_dim, cfg.apc.hidden_size, cfg.apc.num_layers)
+        self.mouth = Audio2Mouth(cfg.apc.hidden_size, cfg.mouth.hidden_size, cfg.mouth.num_layers)
+        self.headpose = Audio2Headpose(cfg.apc.hidden_size, residual_layers=hp.residual_layers,
+                                       residual_blocks=hp.residual_blocks, dilation_channels=hp.dilation_channels,
+                                       residual_channels=hp.residual_channels, skip_channels=hp.skip_channels)
+        self.renderer = Feature2FaceGenerator(13, 3, cfg.renderer.num_downs, cfg.renderer.ngf,
+                                              cfg.renderer.blocks_per_level)
+        self.profile = PersonProfile()
+        self.requires_grad_(False)
+
+    @classmethod
+    def configure_data(cls, data_cfg, model_cfg) -> None:
+        data_cfg.identities = [int(model_cfg.identity)]
+
+    @classmethod
+    def default_run_name(cls, model_cfg) -> str:
+        return f"identity{int(model_cfg.identity)}"
+
+    def training_step(self, batch: dict, batch_idx: int):
+        raise RuntimeError("the assembled LSP is not trained directly; `zoo fit --model lsp` trains its stages")
+
+    def configure_optimizers(self):
+        return None
+
+    # ------------------------------------------------------------------------------------------ inference
+
+    def render_landmarks(self, landmarks2d: torch.Tensor, shoulders2d: torch.Tensor) -> torch.Tensor:
+        """Frames float [N, 3, H, W] in [0, 1] from image landmarks [N, 68, 2] and shoulders [N, 18, 2]."""
+        condition = self.profile.renderer_input(landmarks2d, shoulders2d)
+        return torch.cat([self.renderer(chunk).add(1).div(2).clamp(0, 1) for chunk in condition.split(32)])
+
+    def engine(self, fps: float, seed: int = 0, poses: torch.Tensor | None = None) -> LSPEngine:
+        return LSPEngine(self, fps, seed, poses)
+
+    @torch.no_grad()
+    def generate(self, batch: dict) -> GeneratedClip:
+        """Each clip from its own audio (``mel``), head motion sampled with seed ``cfg.seed + sample_index``."""
+        fps = float(self.profile.fps)
+        outputs = []
+        for i, mel in enumerate(batch["mel"]):
+            index = int(batch["sample_index"][i]) if "sample_index" in batch else i
+            engine = self.engine(fps, self.cfg.seed + index)
+            outputs.append(EngineOutput.concat([engine.push_mel(mel), engine.finish()]))
+        return GeneratedClip(frames=torch.stack([o.frames for o in outputs]),
+                             landmarks2d=torch.stack([o.landmarks2d for o in outputs]),
+                             pose=torch.stack([o.pose for o in outputs]))
+
+    @property
+    def fps(self) -> float:
+        return float(self.profile.fps)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.profile.sample_rate)
+
+    @torch.no_grad()
+    def predict_audio(self, audio: np.ndarray, seed: int = 0, poses: torch.Tensor | None = None,
+                      progress: bool = False) -> EngineOutput:
+        """A video for float mono audio [N] at :attr:`sample_rate` (any length): one frame per 1/fps s.
+
+        ``poses`` (float [T, 6]) drives the head instead of the sampled motion; ``progress`` shows a bar."""
+        from tqdm.auto import tqdm
+
+        mel = torch.from_numpy(log_mel(np.asarray(audio, np.float32), self.sample_rate, self.fps))
+        engine = self.engine(self.fps, seed, poses)
+        chunk = 2 * int(round(2 * self.fps))          # 2 s of mel rows per step of the progress bar
+        outputs = []
+        with tqdm(total=len(mel) // 2, unit="frame", disable=not progress, desc="lsp") as bar:
+            for start in range(0, len(mel), chunk):
+                outputs.append(engine.push_mel(mel[start:start + chunk]))
+                bar.update(len(outputs[-1].frames))
+            outputs.append(engine.finish())
+            bar.update(len(outputs[-1].frames))
+        return EngineOutput.concat(outputs)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str = "cpu") -> LSP:
+        """The assembled model saved by ``zoo fit --model lsp`` (its config comes from the checkpoint)."""
+        from omegaconf import OmegaConf
+
+        from zoo.config import to_dataclass
+
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+            raise WeightsError(f"{path} is not an assembled LSP checkpoint (`zoo fit --model lsp` writes one)")
+        cfg = to_dataclass(OmegaConf.merge(OmegaConf.structured(LSPConfig), checkpoint["hyper_parameters"]),
+                           LSPConfig)
+        model = cls(cfg)
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as error:
+            detail = " ".join(str(error).split("\n", 1)[-1].split())[:300]
+            raise WeightsError(f"{path} does not match this version's LSP: {detail}") from None
+        return model.eval()
+
+    # ------------------------------------------------------------------------------------------ assembly
+
+    @classmethod
+    def stage_model_config(cls, cfg: LSPConfig, key: str, checkpoints: dict[str, Path]):
+        """The model config of stage ``key`` inside the pipeline: the LSP's section, with the shared identity
+        and the trained APC."""
+        stage_cfg = getattr(cfg, key)
+        if hasattr(stage_cfg, "identity"):
+            stage_cfg.identity = cfg.identity
+        if hasattr(stage_cfg, "apc_ckpt"):
+            stage_cfg.apc_ckpt = str(checkpoints["apc"])
+            stage_cfg.apc_hidden_size = cfg.apc.hidden_size
+        return stage_cfg
+
+    @classmethod
+    @torch.no_grad()
+    def assemble(cls, cfg: LSPConfig, checkpoints: dict[str, Path], datamodule) -> LSP:
+        """One LSP from the stage checkpoints; the APC base is encoded from the person's training audio."""
+        model = cls(cfg)
+        states = {key: torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+                  for key, path in checkpoints.items()}
+
+        def part(key: str, prefix: str) -> dict:
+            return {k[len(prefix):]: v for k, v in states[key].items() if k.startswith(prefix)}
+
+        model.speech.apc.load_state_dict(part("apc", "apc."))
+        model.mouth.load_state_dict(part("mouth", "net."))
+        model.headpose.load_state_dict(part("headpose", "net."))
+        model.renderer.load_state_dict(part("renderer", "generator."))
+        model.profile.load_state_dict(part("renderer", "profile."))
+        for key in ("mouth", "headpose"):   # every person stage must have been fitted on the same person
+            other = part(key, "profile.")
+            if int(other["identity"]) != int(model.profile.identity):
+                raise ConfigError(f"stage '{key}' was trained on identity {int(other['identity'])}, the renderer "
+                                  f"on {int(model.profile.identity)}")
+        model.eval()
+        datamodule.setup("fit")
+        dataset = datamodule.dataset
+        cache = FeatureCache(dataset, "mel")
+        clips = person_clip_ids(dataset, datamodule.cfg.train_split, cfg.identity)
+        features = [model.speech(torch.from_numpy(np.array(cache.get(c)))[None])[0][0] for c in clips]
+        model.profile.set_apc_base(torch.cat(features))
+        return model
+
+    def save(self, path: Path) -> None:
+        """A checkpoint ``zoo test`` / ``zoo predict`` / :meth:`load` read (written atomically)."""
+        import pytorch_lightning as pl
+
+        from zoo.io.atomic import atomic_path
+
+        payload = {"state_dict": self.state_dict(), "hyper_parameters": asdict(self.cfg),
+                   "pytorch-lightning_version": pl.__version__}
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+
+__all__ = ["LSP", "LSPConfig", "pair_frames"]

@@ -1,0 +1,85 @@
+"""LSP stage 4: probabilistic head pose. An audio-conditioned autoregressive WaveNet over the 12-d head state.
+
+The state is LSP's pose (6) + velocity (6), standardised per dimension with the person's training statistics
+(:class:`~lsp.person.PersonProfile`): LSP uses raw degrees and face units, which makes its ``sigma_min = 0.03``
+depend on the units; in standard units the floor means the same for any dataset. Trained teacher-forced with the
+Gaussian negative log-likelihood: the state of frame t is predicted from the states before it and the audio
+250 ms ahead. At inference it is sampled frame by frame with a reduced sigma (LSP: 0.3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from lsp.geometry import pose_velocity
+from lsp.networks.headpose import Audio2Headpose, gaussian_nll
+from lsp.speech import look_ahead, seconds_to_frames
+from lsp.stages.person import AudioDrivenStage, sketch_video, step_lr_optimizer
+
+
+@dataclass
+class HeadposeConfig:
+    identity: int = 0
+    apc_ckpt: Optional[str] = None     # checkpoint of the trained lsp.apc (set by `zoo fit --model lsp`)
+    apc_hidden_size: int = 512
+    residual_layers: int = 7           # 2 blocks x 7 dilated layers (dilations 1..64): receptive field 255 frames
+    residual_blocks: int = 2
+    dilation_channels: int = 128
+    residual_channels: int = 128
+    skip_channels: int = 256
+    look_ahead_seconds: float = 0.25   # LSP's frame_future = 15 frames at 60 fps
+    sigma_min: float = 0.03            # in standard units of each state dimension
+    sigma_scale: float = 0.3           # sampling temperature (LSP's demo: 0.3)
+    lr: float = 1e-3                   # LSP: 1e-4 for 500 epochs
+    betas: tuple[float, float] = (0.9, 0.99)
+    lr_step_fraction: float = 0.5
+    lr_gamma: float = 0.2
+
+
+class HeadposeStage(AudioDrivenStage):
+    """``batch``: ``mel`` [B, 2T, 80], ``pose`` [B, T, 6] (+ ``landmarks3d`` for previews)."""
+
+    data_fields = ("mel", "pose", "landmarks3d", "audio")
+    monitor = "val/loss"
+
+    def __init__(self, cfg: HeadposeConfig):
+        super().__init__(cfg.apc_hidden_size)
+        self.save_hyperparameters(vars(cfg), logger=False)
+        self.cfg = cfg
+        self.net = Audio2Headpose(cfg.apc_hidden_size, residual_layers=cfg.residual_layers,
+                                  residual_blocks=cfg.residual_blocks, dilation_channels=cfg.dilation_channels,
+                                  residual_channels=cfg.residual_channels, skip_channels=cfg.skip_channels)
+
+    def look_ahead_frames(self) -> int:
+        return seconds_to_frames(self.cfg.look_ahead_seconds, self.trainer.datamodule.fps)
+
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
+        condition = look_ahead(self.audio_features(batch["mel"], batch), self.look_ahead_frames())
+        state = self.profile.normalise_state(pose_velocity(batch["pose"]))
+        # history[t] = state[t - 1]: the window's first state is only history, never a target
+        params = self.net(state[:, :-1], condition[:, 1:])
+        loss = gaussian_nll(params, state[:, 1:], self.cfg.sigma_min)
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=len(state))
+        return loss
+
+    @torch.no_grad()
+    def sample_poses(self, features: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Sampled head poses [B, T, 6] for per-frame features [B, T, 2D] (LSP's loop from the mean state)."""
+        la = self.look_ahead_frames()
+        padded = torch.cat([features, features[:, -1:].expand(-1, la, -1)], dim=1)
+        states = self.net.generate(padded, self.cfg.sigma_scale, generator, frame_future=la)
+        return self.profile.denormalise_state(states)[..., :6]
+
+    @torch.no_grad()
+    def preview(self, batch: dict) -> torch.Tensor:
+        """Ground truth | the true face under a sampled head motion, float [B, T, 3, H, 2W]."""
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        poses = self.sample_poses(self.audio_features(batch["mel"]), generator)
+        truth = self.profile.sketch(batch["landmarks3d"], batch["pose"])
+        return sketch_video(truth, self.profile.sketch(batch["landmarks3d"], poses))
+
+    def configure_optimizers(self):
+        c = self.cfg
+        return step_lr_optimizer(self, c.lr, tuple(c.betas), c.lr_step_fraction, c.lr_gamma)

@@ -1,0 +1,81 @@
+"""What LSP's person-specific stages (mouth, head pose, renderer) share: the target identity and its profile.
+
+Each stage trains on one identity's clips (``data.identities`` is set from ``model.identity`` by
+:meth:`PersonStage.configure_data`) and fits that identity's :class:`~lsp.person.PersonProfile` from the training
+split when a fit starts, so every stage checkpoint carries the statistics it was trained with.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from lsp.person import PersonProfile, person_clip_ids
+from lsp.networks.audio2mouth import pair_frames
+from lsp.speech import FrozenAPC
+from zoo.model import ZooModule
+
+
+class PersonStage(ZooModule):
+    """A stage trained on one person. Subclasses set ``self.cfg`` (with ``identity``) before calling setup."""
+
+    def __init__(self):
+        super().__init__()
+        self.profile = PersonProfile()
+
+    @classmethod
+    def configure_data(cls, data_cfg, model_cfg) -> None:
+        data_cfg.identities = [int(model_cfg.identity)]
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if stage == "fit" and not self.profile.fitted:
+            datamodule = self.trainer.datamodule
+            dataset = datamodule.dataset
+            clip_ids = person_clip_ids(dataset, datamodule.cfg.train_split, self.cfg.identity)
+            self.profile.fit(dataset, clip_ids, self.cfg.identity)
+
+
+class AudioDrivenStage(PersonStage):
+    """A person stage driven by the frozen APC features of ``lsp.apc`` (``model.apc_ckpt``)."""
+
+    def __init__(self, apc_hidden_size: int = 512):
+        super().__init__()
+        self.speech = FrozenAPC(hidden_size=apc_hidden_size)
+        self._features: dict[tuple[str, int, int], torch.Tensor] = {}
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        super().setup(stage)
+        if stage == "fit" and not getattr(self, "_apc_loaded", False):
+            self.speech.load_stage_checkpoint(self.cfg.apc_ckpt, "model.apc_ckpt")
+            self._apc_loaded = True
+
+    def audio_features(self, mel: torch.Tensor, batch: Optional[dict] = None) -> torch.Tensor:
+        """Per-frame APC features [B, T, 2D] of mel [B, 2T, 80].
+
+        With ``batch`` (its ``clip_id`` and ``start``), features are memoised per window: the APC is frozen and a
+        fit revisits the same windows every epoch, so each is encoded once (about half of a step's time otherwise).
+        """
+        if batch is None:
+            return pair_frames(self.speech(mel)[0])
+        keys = [(c, int(s), mel.shape[1]) for c, s in zip(batch["clip_id"], batch["start"])]
+        todo = [i for i, key in enumerate(keys) if key not in self._features]
+        if todo:
+            for i, features in zip(todo, pair_frames(self.speech(mel[todo])[0])):
+                self._features[keys[i]] = features
+        return torch.stack([self._features[key] for key in keys])
+
+
+def step_lr_optimizer(module: ZooModule, lr: float, betas: tuple[float, float], step_fraction: float,
+                      gamma: float) -> dict:
+    """LSP's Adam with a step decay after ``step_fraction`` of the run (500 epochs, step 250, gamma 0.2)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, betas=betas)
+    total = module.trainer.estimated_stepping_batches if module.trainer else 1
+    step = max(1, int(total * step_fraction))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=gamma)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def sketch_video(*sketches: torch.Tensor) -> torch.Tensor:
+    """Edge maps [B, T, 1, H, W] in [-1, 1], side by side as RGB video frames float [B, T, 3, H, n W] in [0, 1]."""
+    return torch.cat(sketches, dim=-1).add(1).div(2).expand(-1, -1, 3, -1, -1)

@@ -1,0 +1,143 @@
+"""LSP stage 6: the image-to-image renderer (Feature2Face), a conditional GAN trained with manual optimisation.
+
+Input: the edge map of the face landmarks and the shoulders (1 channel) + the person's 4 candidate images
+(12 channels); output: the frame. Losses (LSP's ``backward_G``): LSGAN on a multi-scale PatchGAN, L1 x 100,
+VGG19 perceptual x 10 and feature matching x 10; the discriminator sees the condition with the image
+(13 + 3 channels, what LSP intended; its shipped D was built for 26, see the README's method notes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from lsp.networks.renderer import Feature2FaceGenerator
+from lsp.stages.person import PersonStage
+from zoo.errors import ConfigError
+from zoo.gan import GANLoss, MultiscaleDiscriminator, VGG19PerceptualLoss, feature_matching_loss
+from zoo.model import frames_to_float
+
+
+@dataclass
+class RendererConfig:
+    identity: int = 0
+    num_downs: int = 6                 # UNet levels: 2x2 innermost at 128 px (LSP: 8 at 512); frames must be
+                                       # divisible by 2**num_downs
+    ngf: int = 32                      # LSP: 64; 32 keeps the default budget at 128 px on a CPU
+    blocks_per_level: int = 1          # residual blocks per level and side (LSP: 2 "large" for May, 1 "normal")
+    ndf: int = 64
+    discriminator_layers: int = 3
+    discriminator_scales: int = 2
+    gan_mode: str = "lsgan"
+    lambda_l1: float = 100.0
+    lambda_feat: float = 10.0
+    perceptual: bool = False           # LSP: true (x10); needs vgg19-dcbb9e9d.pth in the weights directory
+    lambda_vgg: float = 10.0
+    lambda_style: float = 0.0          # LSP's Gram style loss weight (10 upstream); only with perceptual
+    lr: float = 2e-4                   # LSP: 1e-4 for 20 epochs at batch 1
+    betas: tuple[float, float] = (0.5, 0.999)
+    decay_fraction: float = 0.5        # LR constant, then linear to 0 over this last fraction (LSP: 10 + 10 epochs)
+
+
+class RendererStage(PersonStage):
+    """``batch``: ``frames`` uint8 [B, T, 3, H, W], ``landmarks2d`` [B, T, 68, 2], ``shoulders2d`` [B, T, 18, 2]; the
+    B x T frames form one image batch."""
+
+    data_fields = ("frames", "landmarks2d", "shoulders2d", "audio")
+    monitor = "val/psnr"
+    monitor_mode = "max"
+    ddp_find_unused_parameters = True
+
+    def __init__(self, cfg: RendererConfig):
+        super().__init__()
+        self.save_hyperparameters(vars(cfg), logger=False)
+        self.cfg = cfg
+        self.automatic_optimization = False
+        self.generator = Feature2FaceGenerator(13, 3, cfg.num_downs, cfg.ngf, cfg.blocks_per_level)
+        self.discriminator = MultiscaleDiscriminator(16, cfg.ndf, cfg.discriminator_layers,
+                                                     cfg.discriminator_scales, norm="batch")
+        self.gan_loss = GANLoss(cfg.gan_mode)
+        # Explicit only: the loss refuses to run without the verified ImageNet file (never random VGG weights).
+        self.perceptual = VGG19PerceptualLoss(style_weight=cfg.lambda_style) if cfg.perceptual else None
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        size = self.trainer.datamodule.frame_size
+        if size % 2 ** self.cfg.num_downs:
+            raise ConfigError(f"the renderer's {self.cfg.num_downs} levels need frames divisible by "
+                              f"{2 ** self.cfg.num_downs}, the data has {size} px; set model.num_downs")
+        super().setup(stage)
+
+    def condition(self, landmarks2d: torch.Tensor, shoulders2d: torch.Tensor) -> torch.Tensor:
+        """The generator input [N, 13, H, W] for N = B x T frames of landmarks [B, T, 68, 2], shoulders [B, T, 18, 2]."""
+        return self.profile.renderer_input(landmarks2d, shoulders2d)
+
+    def render(self, condition: torch.Tensor) -> torch.Tensor:
+        """Frames [N, 3, H, W] in [0, 1] from conditions [N, 13, H, W]."""
+        return self.generator(condition).add(1).div(2)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        optimizer_g, optimizer_d = self.optimizers()
+        cfg = self.cfg
+        condition = self.condition(batch["landmarks2d"], batch["shoulders2d"])
+        real = frames_to_float(batch["frames"].flatten(0, 1)).mul(2).sub(1)
+        fake = self.generator(condition)
+
+        self.toggle_optimizer(optimizer_d)
+        real_outputs = self.discriminator(torch.cat([condition, real], 1))
+        fake_outputs = self.discriminator(torch.cat([condition, fake.detach()], 1))
+        loss_d = 0.5 * (self.gan_loss(real_outputs, True) + self.gan_loss(fake_outputs, False))
+        optimizer_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        optimizer_d.step()
+        self.untoggle_optimizer(optimizer_d)
+
+        self.toggle_optimizer(optimizer_g)
+        fake_outputs = self.discriminator(torch.cat([condition, fake], 1))
+        losses = {"gan": self.gan_loss(fake_outputs, True, for_discriminator=False),
+                  "l1": F.l1_loss(fake, real) * cfg.lambda_l1,
+                  "feat": feature_matching_loss(fake_outputs, real_outputs) * cfg.lambda_feat}
+        if self.perceptual is not None:
+            losses["vgg"] = self.perceptual(fake, real) * cfg.lambda_vgg
+        loss_g = sum(losses.values())
+        optimizer_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        optimizer_g.step()
+        self.untoggle_optimizer(optimizer_g)
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
+
+        n = len(real)
+        self.log_dict({f"train/g_{k}": v for k, v in losses.items()}, batch_size=n)
+        self.log_dict({"train/loss_g": loss_g, "train/loss_d": loss_d}, prog_bar=True, batch_size=n)
+
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
+        rendered = self.render(self.condition(batch["landmarks2d"], batch["shoulders2d"]))
+        real = frames_to_float(batch["frames"].flatten(0, 1))
+        l1 = F.l1_loss(rendered, real)
+        mse = F.mse_loss(rendered.clamp(0, 1), real, reduction="none").flatten(1).mean(1)
+        psnr = (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()
+        self.log_dict({f"{stage}/l1": l1, f"{stage}/psnr": psnr}, prog_bar=True, sync_dist=True, batch_size=len(real))
+        return l1
+
+    @torch.no_grad()
+    def preview(self, batch: dict) -> torch.Tensor:
+        """Ground truth | rendered from the true landmarks, float [B, T, 3, H, 2W]."""
+        b, t = batch["frames"].shape[:2]
+        rendered = self.render(self.condition(batch["landmarks2d"], batch["shoulders2d"]))
+        return torch.cat([frames_to_float(batch["frames"]).to(rendered), rendered.reshape(b, t, *rendered.shape[1:])],
+                         dim=-1)
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.trainer else 1
+        constant = int(total * (1 - cfg.decay_fraction))
+
+        def linear_decay(step: int) -> float:
+            return 1.0 if step < constant else max(0.0, 1.0 - (step - constant) / max(1, total - constant))
+
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, linear_decay) for o in (optimizer_g, optimizer_d)]
+        return [optimizer_g, optimizer_d], schedulers

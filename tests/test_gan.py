@@ -1,0 +1,248 @@
+"""Shared GAN blocks (zoo.gan): loss values by hand, discriminator structure and sizes, VGG loss weights handling.
+
+No real VGG weights exist here: the VGG tests use a random state dict in torchvision's vgg19 layout, passed
+explicitly or written to a temporary weights directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from zoo import weights
+from zoo.errors import WeightsError
+from zoo.gan import (
+    GANLoss,
+    MultiscaleDiscriminator,
+    NLayerDiscriminator,
+    VGG19PerceptualLoss,
+    feature_matching_loss,
+)
+
+# Patch logits used for the hand-computed values: x = [0.5, -1, 2, 0].
+LOGITS = torch.tensor([[[[0.5, -1.0], [2.0, 0.0]]]])
+
+
+def _softplus(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+@pytest.mark.parametrize("mode, real_d, fake_d, gen", [
+    # LSGAN: mean((x-1)^2) = (0.25+4+1+1)/4, mean(x^2) = (0.25+1+4+0)/4; the generator uses the "real" target.
+    ("lsgan", 6.25 / 4, 5.25 / 4, 6.25 / 4),
+    # hinge: mean(relu(1-x)) = (0.5+2+0+1)/4, mean(relu(1+x)) = (1.5+0+3+1)/4, generator -mean(x) = -1.5/4.
+    ("hinge", 3.5 / 4, 5.5 / 4, -1.5 / 4),
+    # vanilla: BCE with logits = mean(softplus(-x)) for real, mean(softplus(x)) for fake.
+    ("vanilla", sum(_softplus(-v) for v in (0.5, -1.0, 2.0, 0.0)) / 4,
+     sum(_softplus(v) for v in (0.5, -1.0, 2.0, 0.0)) / 4, sum(_softplus(-v) for v in (0.5, -1.0, 2.0, 0.0)) / 4),
+])
+def test_gan_loss_values(mode, real_d, fake_d, gen):
+    loss = GANLoss(mode)
+    assert loss(LOGITS, True).item() == pytest.approx(real_d, abs=1e-6)
+    assert loss(LOGITS, False).item() == pytest.approx(fake_d, abs=1e-6)
+    assert loss(LOGITS, True, for_discriminator=False).item() == pytest.approx(gen, abs=1e-6)
+
+
+def test_gan_loss_averages_scales_and_takes_last_feature():
+    loss = GANLoss("lsgan")
+    feature = torch.full((1, 4, 3, 3), 7.0)           # intermediate features are ignored
+    multiscale = [[feature, LOGITS], [feature, torch.zeros(1, 1, 2, 2)]]
+    assert loss(multiscale, True).item() == pytest.approx((6.25 / 4 + 1.0) / 2)
+    assert loss([LOGITS, torch.zeros(1, 1, 2, 2)], False).item() == pytest.approx((5.25 / 4 + 0.0) / 2)
+
+
+def test_gan_loss_errors():
+    with pytest.raises(ValueError, match="'wgan'"):
+        GANLoss("wgan")
+    with pytest.raises(ValueError, match="target_is_real=True"):
+        GANLoss("hinge")(LOGITS, False, for_discriminator=False)
+    with pytest.raises(ValueError, match="non-empty"):
+        GANLoss()([], True)
+
+
+def _expected_shapes(batch, size, ndf=64):
+    """Per-layer shapes of a default 3-layer PatchGAN: 4x4 convs, padding 2 (stride 2 -> s//2+1, stride 1 -> s+1)."""
+    s1 = size // 2 + 1
+    s2 = s1 // 2 + 1
+    s3 = s2 // 2 + 1
+    return [(batch, ndf, s1, s1), (batch, 2 * ndf, s2, s2), (batch, 4 * ndf, s3, s3),
+            (batch, 8 * ndf, s3 + 1, s3 + 1), (batch, 1, s3 + 2, s3 + 2)]
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_multiscale_structure_and_shapes(size):
+    torch.manual_seed(0)
+    disc = MultiscaleDiscriminator(input_nc=6, num_scales=2)
+    out = disc(torch.randn(2, 6, size, size))
+    assert isinstance(out, list) and len(out) == 2
+    for scale, features in enumerate(out):                  # finest first; AvgPool halves the input per scale
+        assert [tuple(f.shape) for f in features] == _expected_shapes(2, size // 2 ** scale)
+    assert [tuple(f[-1].shape[-2:]) for f in out] == disc.patch_sizes(size, size)
+    if size == 64:                                          # 64 -> patch maps 11x11 and 7x7
+        assert disc.patch_sizes(64, 64) == [(11, 11), (7, 7)]
+    patches = disc(torch.randn(2, 6, size, size), return_features=False)
+    assert [tuple(p.shape) for p in patches] == [tuple(f[-1].shape) for f in out]
+
+
+def test_discriminator_layout_and_norms():
+    keys = set(MultiscaleDiscriminator(3, ndf=8, num_scales=2).state_dict())
+    assert {"discriminators.0.model0.0.weight", "discriminators.1.model4.0.bias",
+            "discriminators.0.model1.1.running_mean"} <= keys
+    assert not any(k.startswith("discriminators.0.model0.1") for k in keys)   # no norm on the first block
+    inorm = NLayerDiscriminator(3, ndf=8, norm="instance")
+    assert isinstance(inorm.model1[1], nn.InstanceNorm2d) and not list(inorm.model1[1].parameters())
+    plain = NLayerDiscriminator(3, ndf=8, norm="none")
+    assert set(plain.state_dict()) == {f"model{j}.0.{p}" for j in range(5) for p in ("weight", "bias")}
+    assert [m[0].out_channels for m in (plain.model0, plain.model1, plain.model2, plain.model3)] == [8, 16, 32, 64]
+    patch = plain(torch.randn(1, 3, 32, 32))
+    assert patch.shape == (1, 1, *plain.patch_size(32, 32))
+    assert len(plain(torch.randn(1, 3, 32, 32), return_features=True)) == 5
+    with pytest.raises(ValueError, match="'group'"):
+        NLayerDiscriminator(3, norm="group")
+
+
+def test_multiscale_rejects_too_small_input():
+    disc = MultiscaleDiscriminator(3, ndf=8, num_scales=2)
+    assert disc.min_input_size == 16
+    with pytest.raises(ValueError, match="8x12"):
+        disc(torch.randn(1, 3, 8, 12))
+    assert len(disc(torch.randn(1, 3, 16, 16))) == 2        # the smallest accepted size works
+    three = MultiscaleDiscriminator(3, ndf=8, num_scales=3)
+    assert all(h > 0 and w > 0 for h, w in three.patch_sizes(64, 64))
+    assert len(three(torch.randn(1, 3, 64, 64))) == 3
+
+
+def test_feature_matching_by_hand():
+    full = lambda v: torch.full((1, 2, 3, 3), float(v))
+    # Two scales with two intermediate features each: weight (4/2) * (1/2) = 1 per layer; patch maps ignored.
+    fake = [[full(1), full(3), full(9)], [full(0.5), full(2), full(-9)]]
+    real = [[full(0), full(1), full(0)], [full(0), full(2), full(0)]]
+    assert feature_matching_loss(fake, real).item() == pytest.approx(1 + 2 + 0.5 + 0)
+    # One scale, four intermediate features (n_layers=3): weight 4/4 = 1 each.
+    assert feature_matching_loss([[full(1)] * 4 + [full(0)]], [[full(0)] * 5]).item() == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="scales"):
+        feature_matching_loss(fake, real[:1])
+    with pytest.raises(ValueError, match="return_features"):
+        feature_matching_loss([[full(1)]], [[full(0)]])
+
+
+def test_feature_matching_zero_for_identical_and_gradients_to_fake_only():
+    torch.manual_seed(0)
+    disc = MultiscaleDiscriminator(3, ndf=8, num_scales=2)
+    real = torch.randn(2, 3, 32, 32, requires_grad=True)
+    assert feature_matching_loss(disc(real), disc(real)).item() == 0.0
+    fake = torch.randn(2, 3, 32, 32, requires_grad=True)
+    loss = feature_matching_loss(disc(fake), disc(real))
+    assert loss.item() > 0
+    loss.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    assert real.grad is None                                 # the real branch is detached
+
+
+# --- VGG19 perceptual loss ----------------------------------------------------------------------------------------
+
+VGG_FILE = "vgg19-dcbb9e9d.pth"
+
+
+@pytest.fixture(scope="module")
+def vgg_state_dict():
+    """A random state dict in torchvision's complete vgg19 layout (features + classifier)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.vgg19(weights=None).state_dict()
+
+
+def test_vgg_missing_file_names_it(tmp_path, monkeypatch):
+    with pytest.raises(WeightsError, match=VGG_FILE) as info:
+        VGG19PerceptualLoss(weights_dir=tmp_path)
+    assert "download.pytorch.org/models/vgg19-dcbb9e9d.pth" in str(info.value)
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path))      # the default directory goes through zoo.weights
+    with pytest.raises(WeightsError, match=VGG_FILE):
+        VGG19PerceptualLoss()
+
+
+def test_vgg_file_with_wrong_hash_is_rejected_and_verified_file_loads(vgg_state_dict, tmp_path, monkeypatch):
+    path = tmp_path / VGG_FILE
+    torch.save(vgg_state_dict, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert not digest.startswith("dcbb9e9d")
+    with pytest.raises(WeightsError, match="dcbb9e9d"):
+        VGG19PerceptualLoss(weights_dir=tmp_path)
+    # With the registry expecting this file's own hash prefix, the file path loads the same weights.
+    entry = dataclasses.replace(weights.WEIGHTS["vgg19"], sha256_prefix=digest[:8])
+    monkeypatch.setitem(weights.WEIGHTS, "vgg19", entry)
+    loss = VGG19PerceptualLoss(weights_dir=tmp_path)
+    assert torch.equal(loss.features[28].weight, vgg_state_dict["features.28.weight"])
+
+
+def test_vgg_rejects_other_layouts(vgg_state_dict):
+    partial = {k: v for k, v in vgg_state_dict.items() if k != "classifier.6.bias"}
+    with pytest.raises(WeightsError, match="1 missing keys"):
+        VGG19PerceptualLoss.from_state_dict(partial)
+    reshaped = dict(vgg_state_dict, **{"features.0.weight": torch.zeros(64, 1, 3, 3)})
+    with pytest.raises(WeightsError, match="shape mismatches"):
+        VGG19PerceptualLoss.from_state_dict(reshaped)
+
+
+def test_vgg_loss_explicit_state_dict(vgg_state_dict):
+    loss = VGG19PerceptualLoss.from_state_dict(vgg_state_dict)
+    # Loaded (copied), not random and not aliasing the caller's tensors.
+    assert torch.equal(loss.features[0].weight, vgg_state_dict["features.0.weight"])
+    assert loss.features[0].weight.data_ptr() != vgg_state_dict["features.0.weight"].data_ptr()
+    assert not any(p.requires_grad for p in loss.parameters())
+    loss.train()
+    assert not loss.training and not any(m.training for m in loss.modules())
+    gen = torch.Generator().manual_seed(0)
+    real = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
+    fake = (torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1).requires_grad_()
+    assert loss(real, real.clone()).item() == 0.0
+    value = loss(fake, real)
+    assert value.item() > 0
+    value.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.parameters())
+    assert [tuple(f.shape[1:]) for f in loss.extract(real)] == [(64, 32, 32), (128, 16, 16), (256, 8, 8),
+                                                                (512, 4, 4), (512, 2, 2)]
+    with pytest.raises(ValueError, match="16x16"):
+        loss(real[..., :8, :8], real[..., :8, :8])
+
+
+def test_vgg_style_term_and_layer_weights(vgg_state_dict):
+    styled = VGG19PerceptualLoss.from_state_dict(vgg_state_dict, style_weight=10.0)
+    gen = torch.Generator().manual_seed(1)
+    a, b = (torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
+    perceptual, style = styled.loss_terms(a, b)
+    assert perceptual.item() > 0 and style.item() > 0
+    assert styled(a, b).item() == pytest.approx((perceptual + style).item())
+    assert styled.loss_terms(a, a.clone())[1].item() == 0.0
+    shallow = VGG19PerceptualLoss.from_state_dict(vgg_state_dict, layer_weights=(1, 0, 0, 0, 0))
+    assert len(shallow.extract(a)) == 1                        # stops after relu1_1
+    with pytest.raises(ValueError, match="5 values"):
+        VGG19PerceptualLoss.from_state_dict(vgg_state_dict, layer_weights=(1, 1))
+
+
+def test_vgg_stays_out_of_owner_state_dict(vgg_state_dict):
+    class Owner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.generator = nn.Conv2d(3, 3, 1)
+            self.perceptual = VGG19PerceptualLoss.from_state_dict(vgg_state_dict)
+
+    owner = Owner()
+    state = owner.state_dict()
+    assert set(state) == {"generator.weight", "generator.bias"}
+    Owner().load_state_dict(state, strict=True)                 # strict loading of a VGG-free checkpoint works
+    tampered = dict(state, **{"perceptual.features.0.weight": torch.zeros(64, 3, 3, 3)})
+    owner.load_state_dict(tampered, strict=True)                # a checkpoint cannot replace the verified weights
+    assert torch.equal(owner.perceptual.features[0].weight, vgg_state_dict["features.0.weight"])
+    owner.train()
+    assert owner.training and not owner.perceptual.training
+    owner.to(torch.float64)                                     # an ordinary submodule: .to() reaches the VGG
+    assert owner.perceptual.features[0].weight.dtype == torch.float64
+    x = torch.zeros(1, 3, 16, 16, dtype=torch.float64)
+    assert owner.perceptual(x, x).dtype == torch.float64

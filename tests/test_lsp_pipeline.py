@@ -1,0 +1,137 @@
+"""LSP end to end on the tiny corpus: staged fit (skip, force), test, predict from audio, streaming == offline."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lsp.model import LSP
+from lsp.streaming import LSPStream
+from zoo.cli import main
+
+# Small widths keep the whole pipeline to seconds; the architecture is the same.
+SMALL = ["experiment=smoke", "logger=csv", "trainer.progress_bar=none", "model.apc.hidden_size=32",
+         "model.mouth.hidden_size=32", "model.headpose.residual_channels=16", "model.headpose.dilation_channels=16",
+         "model.headpose.skip_channels=16", "model.renderer.ngf=8", "model.renderer.ndf=8",
+         "model.renderer.num_downs=4"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("lsp_runs")
+    assert main(["fit", "--model", "lsp", *SMALL, f"run.runs_dir={runs}"]) == 0
+    return runs / "lsp" / "smoke"
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return LSP.load(trained / "checkpoints" / "last.ckpt")
+
+
+def test_staged_fit_writes_every_stage_and_the_assembled_model(trained, model):
+    for key in ("apc", "mouth", "headpose", "renderer"):
+        record = json.loads((trained / key / "stage.json").read_text())
+        assert record["model"] == f"lsp.{key}" and (trained / key / "config.yaml").is_file()
+        assert (trained / key / "logs" / "version_0" / "metrics.csv").is_file()
+    assert model.profile.fitted and int(model.profile.identity) == 0
+    assert model.profile.candidates.shape == (4, 3, 64, 64) and model.profile.apc_base.shape[1] == 32
+    # each person stage logged a validation video with sound
+    assert list((trained / "renderer" / "media" / "val").glob("*.mp4"))
+
+
+def test_rerun_skips_finished_stages_and_force_retrains(trained, capsys):
+    runs = trained.parents[1]
+    before = (trained / "mouth" / "stage.json").stat().st_mtime
+    assert main(["fit", "--model", "lsp", *SMALL, f"run.runs_dir={runs}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished earlier") == 4
+    assert (trained / "mouth" / "stage.json").stat().st_mtime == before
+
+
+def test_stage_needs_trained_apc(tiny_corpus, tmp_path, capsys):
+    assert main(["fit", "--model", "lsp.mouth", *SMALL[:3], f"run.runs_dir={tmp_path}"]) == 2
+    assert "model.apc_ckpt is not set" in capsys.readouterr().err
+
+
+def test_unknown_identity_is_one_line(tiny_corpus, tmp_path, capsys):
+    assert main(["fit", "--model", "lsp", *SMALL, "model.identity=7", f"run.runs_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "identities [7]" in err and err.count("\n") == 1
+
+
+def test_zoo_test_scores_the_person(trained, capsys):
+    runs = trained.parents[1]
+    assert main(["test", "--model", "lsp", *SMALL, f"run.runs_dir={runs}", "run.name=smoke-test",
+                 f"--ckpt={trained / 'checkpoints' / 'last.ckpt'}"]) == 0
+    results = json.loads((runs / "lsp" / "smoke-test" / "results" / "test.json").read_text())
+    assert {"PSNR", "M-LMD[synth-landmarks]", "Sync_conf[synth-syncnet]"} <= set(results["aggregate"])
+    assert all(clip["clip_id"].startswith("id00") for clip in results["clips"])   # identity 0 only
+
+
+@pytest.fixture
+def speech(tmp_path, model):
+    rng = np.random.default_rng(0)
+    seconds = 1.7
+    t = np.arange(int(seconds * model.sample_rate)) / model.sample_rate
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+             + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+    path = tmp_path / "speech.wav"
+    sf.write(path, audio, model.sample_rate)
+    return path, audio
+
+
+def test_predict_from_audio_writes_video_with_sound(trained, speech, tmp_path):
+    from zoo.io.video import read_video
+
+    path, audio = speech
+    out = tmp_path / "out.mp4"
+    assert main(["predict", "--model", "lsp", "--ckpt", str(trained), "--audio", str(path), "--out", str(out)]) == 0
+    frames, sound, fps, rate = read_video(out)
+    assert fps == 25 and frames.shape[1:] == (64, 64, 3)
+    assert len(frames) == round(len(audio) * fps / 16000)
+    assert sound is not None and abs(len(sound) / rate - len(audio) / 16000) < 0.05
+
+
+def test_seed_and_pose_file(trained, model, speech, tmp_path, capsys):
+    _, audio = speech
+    a, b = model.predict_audio(audio, seed=1), model.predict_audio(audio, seed=1)
+    c = model.predict_audio(audio, seed=2)
+    assert torch.equal(a.pose, b.pose) and torch.equal(a.frames, b.frames)
+    assert not torch.allclose(a.pose, c.pose)
+    poses = torch.zeros(len(a.pose), 6)
+    poses[:, 3:] = model.profile.rest_translation
+    poses[:, 1] = torch.linspace(-0.1, 0.1, len(poses))
+    driven = model.predict_audio(audio, poses=poses)
+    assert torch.allclose(driven.pose[3:-3], poses[3:-3], atol=1e-5)   # smoothing only touches the ends
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((4, 5)))
+    common = ["predict", "--model", "lsp", "--audio", str(speech[0]), "--out", str(tmp_path / "o.mp4")]
+    assert main([*common, "--ckpt", str(trained), "--pose", str(bad)]) == 2
+    assert "expected finite head poses of shape (T, 6), got (4, 5)" in capsys.readouterr().err
+    assert main([*common, "--ckpt", str(tmp_path)]) == 2
+    assert "no checkpoints" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("chunk_seconds", [0.013, 0.1, "random"])
+def test_streaming_equals_offline_with_bounded_latency(model, speech, chunk_seconds):
+    _, audio = speech
+    offline = model.predict_audio(audio, seed=5)
+    stream = LSPStream(model, seed=5)
+    rng = np.random.default_rng(1)
+    outputs, received = [], 0
+    while received < len(audio):
+        size = int(rng.integers(50, 4000)) if chunk_seconds == "random" else int(chunk_seconds * 16000)
+        outputs.append(stream.push(audio[received:received + size]))
+        received = min(len(audio), received + size)
+        complete = int(received * 25 / 16000)                   # frames whose audio has fully arrived
+        emitted = sum(len(o.frames) for o in outputs)
+        assert emitted >= complete - stream.engine.latency_frames - 1
+    outputs.append(stream.flush())
+    frames = torch.cat([o.frames for o in outputs])
+    assert frames.shape == offline.frames.shape
+    assert torch.allclose(frames, offline.frames, atol=1e-4)
+    assert torch.allclose(torch.cat([o.pose for o in outputs]), offline.pose, atol=1e-5)

@@ -1,0 +1,106 @@
+"""Multi-stage models: ``zoo fit --model NAME`` trains each stage as its own run, in order, then assembles them.
+
+A model class opts in with a ``stages`` attribute (``(key, registered stage model)`` pairs, in training order)
+and two class methods: ``stage_model_config(cfg, key, checkpoints)`` (the stage's model config, given the
+checkpoints of the stages before it) and ``assemble(cfg, checkpoints, datamodule)`` (the inference model).
+
+Layout of a staged run ``<runs_dir>/<model>/<name>/``: ``<key>/`` is each stage's ordinary run directory (its
+config, checkpoints, logs and media; ``stage.json`` marks it finished), ``checkpoints/last.ckpt`` the assembled
+model. A finished stage is skipped when the run is started again (``--force`` retrains every stage); an
+interrupted one resumes from its ``last.ckpt``. Overrides apply to every stage (``trainer.*``, ``data.*``, ...),
+to the assembled model's config (``model.*``, which includes each stage's section, e.g. ``model.mouth.lr=...``),
+or to one stage only when prefixed with its key (``renderer.trainer.max_epochs=2``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from zoo.config import compose, save_config, to_dataclass
+from zoo.errors import ConfigError
+from zoo.registry import get_entry
+
+DONE_FILE = "stage.json"
+
+
+def is_staged(model_class: type) -> bool:
+    return bool(getattr(model_class, "stages", None))
+
+
+def _route(overrides: list[str], keys: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Split overrides into (every stage, {key: stage-only}); ``model.*`` ones belong to the staged model."""
+    shared, own = [], {key: [] for key in keys}
+    for item in overrides:
+        head = item.split("=", 1)[0]
+        prefix = head.split(".", 1)[0]
+        if prefix in own and "." in head:
+            own[prefix].append(item[len(prefix) + 1:])
+        elif not head.startswith("model."):
+            shared.append(item)
+    return shared, own
+
+
+def fit_staged(run, data: str | None, config_file: str | None, overrides: list[str], force: bool = False) -> dict:
+    """Train every stage of ``run``'s model that is not finished, then assemble and save the model."""
+    from zoo.harness import Run, add_model_fields, build_datamodule, execute, is_rank_zero_process
+
+    entry = get_entry(run.cfg.run.model)
+    model_class = entry.model_class
+    model_cfg = to_dataclass(run.cfg.model, entry.config)
+    keys = [key for key, _ in model_class.stages]
+    shared, own = _route(list(overrides), keys)
+    checkpoints: dict[str, Path] = {}
+    timings: dict[str, float] = {}
+    for key, stage_model in model_class.stages:
+        stage_dir = run.run_dir / key
+        done = stage_dir / DONE_FILE
+        if force and stage_dir.exists() and is_rank_zero_process():
+            shutil.rmtree(stage_dir)
+        if done.is_file():
+            record = json.loads(done.read_text())
+            checkpoints[key] = Path(record["checkpoint"])
+            print(f"stage {key} ({stage_model}): finished earlier, {record['checkpoint']} (--force retrains)")
+            continue
+        stage_cfg = model_class.stage_model_config(model_cfg, key, checkpoints)
+        cfg = compose(stage_model, data, config_file, shared + own[key])
+        cfg.model = OmegaConf.merge(cfg.model, OmegaConf.structured(stage_cfg))
+        cfg.run.name = f"{run.run_dir.name}-{key}"
+        get_entry(stage_model).model_class.configure_data(cfg.data, cfg.model)
+        add_model_fields(cfg)
+        last = stage_dir / "checkpoints" / "last.ckpt"
+        started = time.time()
+        print(f"stage {key} ({stage_model}): {'resuming' if last.is_file() else 'training'} in {stage_dir}")
+        execute(Run("fit", cfg, stage_dir, str(last) if last.is_file() else None))
+        checkpoints[key] = _stage_checkpoint(stage_dir)
+        timings[key] = time.time() - started
+        if is_rank_zero_process():
+            done.write_text(json.dumps({"model": stage_model, "checkpoint": str(checkpoints[key]),
+                                        "seconds": round(timings[key], 1)}, indent=2))
+    if not is_rank_zero_process():
+        return {}
+    datamodule = build_datamodule(run.cfg)
+    model = model_class.assemble(model_cfg, checkpoints, datamodule)
+    run.cfg.model = OmegaConf.structured(model_cfg)
+    save_config(run.cfg, run.run_dir / "config.yaml")
+    target = run.run_dir / "checkpoints" / "last.ckpt"
+    model.save(target)
+    print(f"assembled {run.cfg.run.model}: {target}")
+    return {f"time/{key}": seconds for key, seconds in timings.items()}
+
+
+def _stage_checkpoint(stage_dir: Path) -> Path:
+    """The stage's best checkpoint (its monitored metric), else its last."""
+    best = sorted((stage_dir / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    if best:
+        return best[-1]
+    if not last.is_file():
+        raise ConfigError(f"stage run {stage_dir} finished without a checkpoint")
+    return last
+
+
+__all__ = ["fit_staged", "is_staged", "DONE_FILE"]

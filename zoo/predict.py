@@ -1,0 +1,73 @@
+"""``zoo predict --audio``: any audio file in, an mp4 of the model speaking it (with that audio) out.
+
+Models that support it implement ``load(path)`` (a classmethod building the model from its checkpoint alone),
+``fps``, ``sample_rate`` and ``predict_audio(audio, seed, poses, progress)`` returning ``frames`` float
+[T, 3, H, W] in [0, 1].
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from zoo.errors import ConfigError, DataError
+from zoo.registry import get_entry
+
+
+def resolve_checkpoint(model: str, ckpt: Optional[str], runs_dir: str = "runs") -> Path:
+    """A checkpoint file from ``--ckpt`` (a file, or a run directory: its best, else last), or the latest run."""
+    if ckpt is None:
+        runs = sorted(Path(runs_dir, model).glob("*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise ConfigError(f"no checkpoint found for model '{model}' under {Path(runs_dir, model)}; "
+                              f"train it with `zoo fit --model {model}` or pass --ckpt RUN")
+        return runs[-1]
+    path = Path(ckpt)
+    if path.is_dir():
+        candidates = sorted((path / "checkpoints").glob("best*.ckpt")) + [path / "checkpoints" / "last.ckpt"]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            raise ConfigError(f"--ckpt {path}: no checkpoints/best*.ckpt or checkpoints/last.ckpt in that run")
+        return found[0]
+    if not path.is_file():
+        raise ConfigError(f"--ckpt checkpoint not found: {path}")
+    return path
+
+
+def load_poses(path: str) -> torch.Tensor:
+    """Head poses float [T, 6] (rotation xyz rad, translation xyz) from a .npy file."""
+    try:
+        poses = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"--pose {path}: cannot read a .npy array ({error})") from None
+    if poses.ndim != 2 or poses.shape[1] != 6 or len(poses) == 0 or not np.isfinite(poses).all():
+        raise DataError(f"--pose {path}: expected finite head poses of shape (T, 6), got {poses.shape}")
+    return torch.from_numpy(poses.astype(np.float32))
+
+
+def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Optional[str], seed: int = 0,
+                       pose_path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Path:
+    from zoo.io.audio import load_audio
+    from zoo.evaluation import to_video_array
+    from zoo.io.video import write_video
+
+    if out is None:
+        raise ConfigError("--audio needs --out OUT.mp4")
+    if overrides:
+        raise ConfigError(f"--audio prediction takes no config overrides (got {' '.join(overrides)}); the model's "
+                          f"config comes from its checkpoint")
+    model_class = get_entry(model).model_class
+    if not hasattr(model_class, "predict_audio"):
+        raise ConfigError(f"model '{model}' does not predict from an audio file")
+    if not Path(audio_path).is_file():
+        raise DataError(f"--audio file not found: {audio_path}")
+    poses = load_poses(pose_path) if pose_path else None
+    net = model_class.load(resolve_checkpoint(model, ckpt))
+    audio = load_audio(audio_path, net.sample_rate)
+    result = net.predict_audio(audio, seed=seed, poses=poses, progress=True)
+    frames = to_video_array(result.frames)
+    write_video(out, frames, fps=net.fps, audio=audio, sample_rate=net.sample_rate)
+    print(f"wrote {out}: {len(frames)} frames at {net.fps:g} fps with {len(audio) / net.sample_rate:.2f} s of audio")
+    return Path(out)
