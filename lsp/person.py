@@ -8,7 +8,7 @@ the renderer's candidate images (the official release ships these as per-subject
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -74,43 +74,56 @@ class PersonProfile(nn.Module):
                 what = f"track '{missing[0]}'" if missing else "meta 'intrinsics'"
                 raise DataError(f"clip '{clip.clip_id}' field {what}: LSP needs landmarks3d, pose, shoulders3d "
                                 f"and intrinsics, in {clip.path}")
-        landmarks = np.concatenate([np.asarray(c.track("landmarks3d")) for c in clips]).astype(np.float64)
-        poses = [np.asarray(c.track("pose"), np.float64) for c in clips]
+        offsets = np.cumsum([0] + [c.num_frames for c in clips])
+
+        def read_frame(frame: int) -> np.ndarray:
+            clip = int(np.searchsorted(offsets, frame, side="right") - 1)
+            return clips[clip].read_frames(int(frame - offsets[clip]), int(frame - offsets[clip]) + 1)[0]
+
+        return self.fit_arrays(
+            landmarks3d=np.concatenate([np.asarray(c.track("landmarks3d")) for c in clips]),
+            poses=[np.asarray(c.track("pose")) for c in clips],
+            shoulders3d=np.concatenate([np.asarray(c.track("shoulders3d")) for c in clips]),
+            intrinsics=np.asarray(clips[0].meta["intrinsics"]), fps=dataset.fps, sample_rate=dataset.sample_rate,
+            read_frame=read_frame, identity=identity)
+
+    @torch.no_grad()
+    def fit_arrays(self, landmarks3d: np.ndarray, poses: Sequence[np.ndarray], shoulders3d: np.ndarray,
+                   intrinsics: np.ndarray, fps: float, sample_rate: int, read_frame: Callable[[int], np.ndarray],
+                   identity: int) -> PersonProfile:
+        """The statistics from arrays: landmarks3d [N, 68, 3] and shoulders3d [N, 18, 3] of all N training frames,
+        the poses of each clip ([T_i, 6], sum T_i = N; velocities never span two clips), the [3, 3] camera, and
+        ``read_frame(n) -> uint8 [H, W, 3]`` for the candidate images."""
+        landmarks = np.asarray(landmarks3d, np.float64)
+        poses = [np.asarray(p, np.float64) for p in poses]
         states = np.concatenate([pose_velocity(p) for p in poses])
         pose = np.concatenate(poses)
-        shoulders = np.concatenate([np.asarray(c.track("shoulders3d")) for c in clips]).astype(np.float64)
         mean_shape = landmarks.mean(0)
         mouth_scale = (landmarks[:, MOUTH_INDICES] - mean_shape[MOUTH_INDICES]).std()
         values = {
             "mean_shape": mean_shape, "mouth_scale": np.float64(max(mouth_scale, 1e-8)),
             "eye_track": landmarks[:EYE_TRACK_FRAMES, EYE_INDICES],
             "state_mean": states.mean(0), "state_std": np.maximum(states.std(0), 1e-8),
-            "rest_translation": pose[:, 3:].mean(0), "rest_shoulders3d": shoulders.mean(0),
-            "intrinsics": np.asarray(clips[0].meta["intrinsics"], np.float64), "fps": np.float64(dataset.fps),
-            "sample_rate": np.float64(dataset.sample_rate),
+            "rest_translation": pose[:, 3:].mean(0), "rest_shoulders3d": np.asarray(shoulders3d, np.float64).mean(0),
+            "intrinsics": np.asarray(intrinsics, np.float64), "fps": np.float64(fps),
+            "sample_rate": np.float64(sample_rate),
         }
         for name, value in values.items():
             setattr(self, name, torch.as_tensor(value, dtype=torch.float32))
-        self.candidates = torch.from_numpy(self._candidates(clips, landmarks, pose))
+        self.candidates = torch.from_numpy(self._candidates(read_frame, landmarks, pose))
         self.identity = torch.tensor(int(identity))
         return self
 
     @staticmethod
-    def _candidates(clips, landmarks: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    def _candidates(read_frame: Callable[[int], np.ndarray], landmarks: np.ndarray, pose: np.ndarray) -> np.ndarray:
         """LSP's candidate images, chosen automatically: the frames with the least and the most open mouth in each
         half of the training frames split at the median yaw (pose-stratified). uint8 [4, 3, H, W]."""
         opening, yaw = mouth_opening(landmarks), pose[:, 1]
-        offsets = np.cumsum([0] + [c.num_frames for c in clips])
         chosen = []
         for stratum in (yaw <= np.median(yaw), yaw > np.median(yaw)):
             index = np.flatnonzero(stratum) if stratum.any() else np.arange(len(yaw))
             chosen += [index[np.argmin(opening[index])], index[np.argmax(opening[index])]]
-        images = []
-        for frame in chosen:
-            clip = int(np.searchsorted(offsets, frame, side="right") - 1)
-            t = int(frame - offsets[clip])
-            images.append(clips[clip].read_frames(t, t + 1)[0].transpose(2, 0, 1))
-        return np.stack(images)
+        return np.stack([read_frame(int(frame)).transpose(2, 0, 1) for frame in chosen])
 
     def set_apc_base(self, features: torch.Tensor) -> None:
         """Store the person's training APC features [M, D] (the manifold projection's base)."""

@@ -1,0 +1,36 @@
+"""The LSP streaming benchmark script runs end to end (``--quick``: 64 px, 1 s) and writes its JSON."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lsp_streaming.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("lsp_streaming_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_results(tmp_path):
+    out = tmp_path / "lsp_streaming.json"
+    returned = load_script().main(["--quick", "--device", "cpu", "--threads", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result == json.loads(json.dumps(returned))
+    assert result["benchmark"] == "lsp_streaming"
+    assert {"threads", "torch", "cpu_model", "devices"} <= set(result["environment"])
+    assert result["environment"]["threads"] == 1
+    (run,) = result["runs"]
+    assert (run["device"], run["precision"], run["size"]) == ("cpu", "fp32", 64)
+    assert run["renderer"]["num_downs"] == 5 and run["renderer"]["ngf"] == 32
+    stream = run["stream"]
+    assert stream["frames"] > 0 and stream["frames_per_s"] > 0
+    assert stream["real_time_factor"] == round(stream["frames_per_s"] / 25, 4)
+    assert stream["frames_total"] == 25                            # 1 s at 25 fps, pushes + flush
+    assert stream["algorithmic_latency_s"] > 0
+    assert {"p50", "p95", "max"} <= set(stream["chunk_latency_ms"])
+    assert run["renderer_only"]["frames_per_s_batch1"] > 0
+    assert result["front_stages"]["cpu"]["headpose_sampler_steps_per_s"] > 0
