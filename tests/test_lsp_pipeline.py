@@ -49,6 +49,10 @@ def test_rerun_skips_finished_stages_and_force_retrains(trained, capsys):
     out = capsys.readouterr().out
     assert out.count("finished earlier") == 4
     assert (trained / "mouth" / "stage.json").stat().st_mtime == before
+    assert main(["fit", "--model", "lsp", *SMALL, f"run.runs_dir={runs}", "--force"]) == 0
+    assert "finished earlier" not in capsys.readouterr().out
+    assert (trained / "mouth" / "stage.json").stat().st_mtime > before
+    assert LSP.load(trained / "checkpoints" / "last.ckpt").profile.fitted
 
 
 def test_stage_needs_trained_apc(tiny_corpus, tmp_path, capsys):
