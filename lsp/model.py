@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lsp.inference import EngineOutput, LSPEngine
-from lsp.networks.audio2mouth import Audio2Mouth, pair_frames
+from lsp.networks.audio2mouth import Audio2Mouth
 from lsp.networks.headpose import Audio2Headpose
 from lsp.networks.renderer import Feature2FaceGenerator
 from lsp.person import PersonProfile, person_clip_ids
@@ -209,4 +209,4 @@ class LSP(TalkingHeadModel):
             torch.save(payload, tmp)
 
 
-__all__ = ["LSP", "LSPConfig", "pair_frames"]
+__all__ = ["LSP", "LSPConfig"]

@@ -24,10 +24,6 @@ class FrozenAPC(nn.Module):
         self.apc = APC(mel_dim, hidden_size, num_layers)
         self.apc.requires_grad_(False)
 
-    @property
-    def hidden_size(self) -> int:
-        return self.apc.postnet.in_features
-
     def load_stage_checkpoint(self, path: Optional[str], owner: str) -> None:
         """Load the APC of an ``lsp.apc`` checkpoint (a Lightning ``.ckpt``); ``owner`` names the config key."""
         if not path:
@@ -48,12 +44,14 @@ class FrozenAPC(nn.Module):
         return self.apc.encode(mel, state)
 
 
+def repeat_last(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """x [B, T, C] followed by ``frames`` copies of its last frame: LSP's padding at the end of the audio."""
+    return torch.cat([x, x[:, -1:].expand(-1, frames, -1)], dim=1)
+
+
 def look_ahead(x: torch.Tensor, frames: int) -> torch.Tensor:
     """``x[:, t + frames]`` at every t of x [B, T, C], the last frame repeated past the end (LSP's padding)."""
-    if frames <= 0:
-        return x
-    tail = x[:, -1:].expand(-1, frames, -1)
-    return torch.cat([x, tail], dim=1)[:, frames:frames + x.shape[1]]
+    return repeat_last(x, max(frames, 0))[:, max(frames, 0):]
 
 
 def seconds_to_frames(seconds: float, fps: float) -> int:

@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import Callback
 from zoo.io.atomic import atomic_path
 from zoo.io.video import write_video
 from zoo.metrics.suite import MetricSuite
-from zoo.model import GeneratedClip, frames_to_float
+from zoo.model import GeneratedClip, ZooModule, frames_to_float
 from zoo.tracking import log_video_file
 
 
@@ -162,8 +162,6 @@ class ClipEvaluator(Callback):
 
 def has_preview(module) -> bool:
     """Whether a module (or module class) overrides :meth:`ZooModule.preview`."""
-    from zoo.model import ZooModule
-
     cls = module if isinstance(module, type) else type(module)
     return cls.preview is not ZooModule.preview
 

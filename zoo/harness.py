@@ -60,7 +60,8 @@ def _latest_run_with(cfg: DictConfig, filename: str) -> Optional[Path]:
     return candidates[-1].parents[1] if candidates else None
 
 
-def _best_checkpoint(run_dir: Path) -> Optional[Path]:
+def best_checkpoint(run_dir: Path) -> Optional[Path]:
+    """A run's newest ``best*.ckpt`` (its monitored metric), else its ``last.ckpt``, else None."""
     ckpts = run_dir / "checkpoints"
     best = sorted(ckpts.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
     if best:
@@ -112,7 +113,7 @@ def resolve_run(stage: str, cfg: DictConfig, resume: Optional[str], ckpt: Option
             raise ConfigError(f"--ckpt checkpoint not found: {path}")
     elif trainable:
         source = _model_root(cfg) / cfg.run.name if cfg.run.name else _latest_run_with(cfg, "*.ckpt")
-        path = _best_checkpoint(source) if source is not None else None
+        path = best_checkpoint(source) if source is not None else None
         if path is None:
             raise ConfigError(f"no checkpoint found for model '{cfg.run.model}' under {_model_root(cfg)}; "
                               f"train it with `zoo fit --model {cfg.run.model}` or pass --ckpt PATH")

@@ -46,7 +46,7 @@ def _route(overrides: list[str], keys: list[str]) -> tuple[list[str], dict[str, 
 
 def fit_staged(run, data: str | None, config_file: str | None, overrides: list[str], force: bool = False) -> dict:
     """Train every stage of ``run``'s model that is not finished, then assemble and save the model."""
-    from zoo.harness import Run, add_model_fields, build_datamodule, execute, is_rank_zero_process
+    from zoo.harness import Run, add_model_fields, best_checkpoint, build_datamodule, execute, is_rank_zero_process
 
     entry = get_entry(run.cfg.run.model)
     model_class = entry.model_class
@@ -75,7 +75,9 @@ def fit_staged(run, data: str | None, config_file: str | None, overrides: list[s
         started = time.time()
         print(f"stage {key} ({stage_model}): {'resuming' if last.is_file() else 'training'} in {stage_dir}")
         execute(Run("fit", cfg, stage_dir, str(last) if last.is_file() else None))
-        checkpoints[key] = _stage_checkpoint(stage_dir)
+        checkpoints[key] = best_checkpoint(stage_dir)
+        if checkpoints[key] is None:
+            raise ConfigError(f"stage run {stage_dir} finished without a checkpoint")
         timings[key] = time.time() - started
         if is_rank_zero_process():
             done.write_text(json.dumps({"model": stage_model, "checkpoint": str(checkpoints[key]),
@@ -90,17 +92,6 @@ def fit_staged(run, data: str | None, config_file: str | None, overrides: list[s
     model.save(target)
     print(f"assembled {run.cfg.run.model}: {target}")
     return {f"time/{key}": seconds for key, seconds in timings.items()}
-
-
-def _stage_checkpoint(stage_dir: Path) -> Path:
-    """The stage's best checkpoint (its monitored metric), else its last."""
-    best = sorted((stage_dir / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    if best:
-        return best[-1]
-    if not last.is_file():
-        raise ConfigError(f"stage run {stage_dir} finished without a checkpoint")
-    return last
 
 
 __all__ = ["fit_staged", "is_staged", "DONE_FILE"]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from zoo.errors import ConfigError, DataError
+from zoo.harness import best_checkpoint
 from zoo.registry import get_entry
 
 
@@ -20,17 +21,17 @@ def resolve_checkpoint(model: str, ckpt: Optional[str], runs_dir: str = "runs") 
     """A checkpoint file from ``--ckpt`` (a file, or a run directory: its best, else last), or the latest run."""
     if ckpt is None:
         runs = sorted(Path(runs_dir, model).glob("*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not runs:
+        found = best_checkpoint(runs[-1].parents[1]) if runs else None
+        if found is None:
             raise ConfigError(f"no checkpoint found for model '{model}' under {Path(runs_dir, model)}; "
                               f"train it with `zoo fit --model {model}` or pass --ckpt RUN")
-        return runs[-1]
+        return found
     path = Path(ckpt)
     if path.is_dir():
-        candidates = sorted((path / "checkpoints").glob("best*.ckpt")) + [path / "checkpoints" / "last.ckpt"]
-        found = [c for c in candidates if c.is_file()]
-        if not found:
+        found = best_checkpoint(path)
+        if found is None:
             raise ConfigError(f"--ckpt {path}: no checkpoints/best*.ckpt or checkpoints/last.ckpt in that run")
-        return found[0]
+        return found
     if not path.is_file():
         raise ConfigError(f"--ckpt checkpoint not found: {path}")
     return path

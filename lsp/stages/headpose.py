@@ -15,7 +15,7 @@ import torch
 
 from lsp.geometry import pose_velocity
 from lsp.networks.headpose import Audio2Headpose, gaussian_nll
-from lsp.speech import look_ahead, seconds_to_frames
+from lsp.speech import look_ahead, repeat_last, seconds_to_frames
 from lsp.stages.person import AudioDrivenStage, sketch_video, step_lr_optimizer
 
 
@@ -53,7 +53,7 @@ class HeadposeStage(AudioDrivenStage):
                                   residual_channels=cfg.residual_channels, skip_channels=cfg.skip_channels)
 
     def look_ahead_frames(self) -> int:
-        return seconds_to_frames(self.cfg.look_ahead_seconds, self.trainer.datamodule.fps)
+        return seconds_to_frames(self.cfg.look_ahead_seconds, float(self.profile.fps))
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         condition = look_ahead(self.audio_features(batch["mel"], batch), self.look_ahead_frames())
@@ -68,8 +68,7 @@ class HeadposeStage(AudioDrivenStage):
     def sample_poses(self, features: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Sampled head poses [B, T, 6] for per-frame features [B, T, 2D] (LSP's loop from the mean state)."""
         la = self.look_ahead_frames()
-        padded = torch.cat([features, features[:, -1:].expand(-1, la, -1)], dim=1)
-        states = self.net.generate(padded, self.cfg.sigma_scale, generator, frame_future=la)
+        states = self.net.generate(repeat_last(features, la), self.cfg.sigma_scale, generator, frame_future=la)
         return self.profile.denormalise_state(states)[..., :6]
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lsp.networks.audio2mouth import Audio2Mouth
-from lsp.speech import seconds_to_frames
+from lsp.speech import repeat_last, seconds_to_frames
 from lsp.stages.person import AudioDrivenStage, sketch_video, step_lr_optimizer
 
 
@@ -45,7 +45,7 @@ class MouthStage(AudioDrivenStage):
         self.net = Audio2Mouth(cfg.apc_hidden_size, cfg.hidden_size, cfg.num_layers)
 
     def delay(self) -> int:
-        return seconds_to_frames(self.cfg.look_ahead_seconds, self.trainer.datamodule.fps)
+        return seconds_to_frames(self.cfg.look_ahead_seconds, float(self.profile.fps))
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         features = self.audio_features(batch["mel"], batch)
@@ -60,7 +60,7 @@ class MouthStage(AudioDrivenStage):
     def predict_deltas(self, features: torch.Tensor, delay: int) -> torch.Tensor:
         """Offline mouth deltas [B, T, 75] of features [B, T, 2D]: the last frame is repeated ``delay`` times so
         the output of every frame has heard its look-ahead, then the first ``delay`` outputs are dropped."""
-        predicted, _ = self.net(torch.cat([features, features[:, -1:].expand(-1, delay, -1)], 1))
+        predicted, _ = self.net(repeat_last(features, delay))
         return predicted[:, delay:]
 
     @torch.no_grad()

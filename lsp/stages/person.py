@@ -45,9 +45,8 @@ class AudioDrivenStage(PersonStage):
 
     def setup(self, stage: Optional[str] = None) -> None:
         super().setup(stage)
-        if stage == "fit" and not getattr(self, "_apc_loaded", False):
+        if stage == "fit":   # a resumed fit then restores the same weights from its own checkpoint
             self.speech.load_stage_checkpoint(self.cfg.apc_ckpt, "model.apc_ckpt")
-            self._apc_loaded = True
 
     def audio_features(self, mel: torch.Tensor, batch: Optional[dict] = None) -> torch.Tensor:
         """Per-frame APC features [B, T, 2D] of mel [B, 2T, 80].
@@ -70,8 +69,7 @@ def step_lr_optimizer(module: ZooModule, lr: float, betas: tuple[float, float], 
     """LSP's Adam with a step decay after ``step_fraction`` of the run (500 epochs, step 250, gamma 0.2)."""
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr, betas=betas)
-    total = module.trainer.estimated_stepping_batches if module.trainer else 1
-    step = max(1, int(total * step_fraction))
+    step = max(1, int(module.trainer.estimated_stepping_batches * step_fraction))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=gamma)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

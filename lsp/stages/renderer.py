@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from lsp.networks.renderer import Feature2FaceGenerator
 from lsp.stages.person import PersonStage
 from zoo.errors import ConfigError
+from zoo.metrics.functional import psnr
 from zoo.gan import GANLoss, MultiscaleDiscriminator, VGG19PerceptualLoss, feature_matching_loss
 from zoo.model import frames_to_float
 
@@ -116,9 +117,9 @@ class RendererStage(PersonStage):
         rendered = self.render(self.condition(batch["landmarks2d"], batch["shoulders2d"]))
         real = frames_to_float(batch["frames"].flatten(0, 1))
         l1 = F.l1_loss(rendered, real)
-        mse = F.mse_loss(rendered.clamp(0, 1), real, reduction="none").flatten(1).mean(1)
-        psnr = (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()
-        self.log_dict({f"{stage}/l1": l1, f"{stage}/psnr": psnr}, prog_bar=True, sync_dist=True, batch_size=len(real))
+        # identical frames give inf: cap at 100 dB as the metric suite's gt row does
+        score = psnr(rendered.clamp(0, 1), real).clamp(max=100).mean().float()
+        self.log_dict({f"{stage}/l1": l1, f"{stage}/psnr": score}, prog_bar=True, sync_dist=True, batch_size=len(real))
         return l1
 
     @torch.no_grad()
@@ -133,7 +134,7 @@ class RendererStage(PersonStage):
         cfg = self.cfg
         optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.trainer else 1
+        total = max(1, int(self.trainer.estimated_stepping_batches))
         constant = int(total * (1 - cfg.decay_fraction))
 
         def linear_decay(step: int) -> float:
