@@ -1,9 +1,11 @@
 """Train-loader throughput of TalkingHeadDataModule (frames + audio + mel by default) in frames per second.
 
     python benchmarks/datamodule_throughput.py [--root DIR] [--workers 2] [--size 128] [--batches 60]
+                                               [--out FILE] [--quick]
 
 Without ``--root`` a temporary fake dataset (zoo.data.fake: smooth moving images, PNG-compressible like renders)
-is written at ``--size``. Prints one JSON object. Target: >= 3000 frames/s at 128x128 with 2 workers.
+is written at ``--size``. Prints one JSON object (and writes it atomically to ``--out``). ``--quick``: 64x64,
+1 warm-up + 5 timed batches (tests). Target: >= 3000 frames/s at 128x128 with 2 workers.
 """
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ def measure(root: Optional[str] = None, num_workers: int = 2, size: int = 128, b
                 "decode_ms_per_frame": round(decode_ms_per_frame(root), 4), "cpu_count": os.cpu_count()}
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=None)
     parser.add_argument("--workers", type=int, default=2)
@@ -79,9 +81,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--fields", default="frames,audio,mel")
-    args = parser.parse_args()
-    print(json.dumps(measure(args.root, args.workers, args.size, args.batch_size, num_batches=args.batches,
-                             fields=args.fields.split(",")), indent=1))
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here (atomically)")
+    parser.add_argument("--quick", action="store_true", help="64x64, 1 warm-up + 5 timed batches (tests)")
+    args = parser.parse_args(argv)
+    warmup = 4
+    if args.quick:
+        args.size, args.batches, warmup = 64, 5, 1
+    result = measure(args.root, args.workers, args.size, args.batch_size, num_batches=args.batches, warmup=warmup,
+                     fields=args.fields.split(","))
+    if args.out is not None:
+        from zoo.io.atomic import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":

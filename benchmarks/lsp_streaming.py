@@ -65,6 +65,7 @@ from lsp.model import LSP, LSPConfig
 from lsp.networks.headpose import HeadposeSampler
 from lsp.person import PersonProfile
 from lsp.streaming import LSPStream
+from zoo.bench.provenance import cpu_model
 from zoo.io.atomic import atomic_path
 from zoo.synth import SynthConfig, generate_clip
 
@@ -258,16 +259,6 @@ def measure_front(model: LSP, device: torch.device, min_seconds: float) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ driver
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def environment(device_names: list[str]) -> dict:
     env = {

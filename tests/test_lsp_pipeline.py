@@ -75,6 +75,14 @@ def test_zoo_test_scores_the_person(trained, capsys):
     assert all(clip["clip_id"].startswith("id00") for clip in results["clips"])   # identity 0 only
 
 
+def test_scoring_another_persons_clips_is_refused(trained, capsys):
+    runs = trained.parents[1]
+    assert main(["test", "--model", "lsp", *SMALL, f"run.runs_dir={runs}", "run.name=smoke-other",
+                 "model.identity=1", f"--ckpt={trained / 'checkpoints' / 'last.ckpt'}"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on identity 0 but model.identity is 1" in err and err.count("\n") == 1
+
+
 @pytest.fixture
 def speech(tmp_path, model):
     rng = np.random.default_rng(0)
@@ -139,3 +147,25 @@ def test_streaming_equals_offline_with_bounded_latency(model, speech, chunk_seco
     assert frames.shape == offline.frames.shape
     assert torch.allclose(frames, offline.frames, atol=1e-4)
     assert torch.allclose(torch.cat([o.pose for o in outputs]), offline.pose, atol=1e-5)
+
+
+def test_quality_benchmark_reports_every_bar(trained, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "lsp_quality.py"
+    spec = importlib.util.spec_from_file_location("lsp_quality_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "quality.json"
+    result = module.main(["--run", str(trained), "--out", str(out), *SMALL])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert set(result["bars"]) == {"m_lmd_vs_static", "sync_conf_vs_gt", "pose_std_vs_gt",
+                                   "renderer_psnr_gt_landmarks_db"}
+    bars = result["bars"]
+    assert bars["m_lmd_vs_static"]["value"] == pytest.approx(bars["m_lmd_vs_static"]["lsp"]
+                                                             / bars["m_lmd_vs_static"]["static"], rel=1e-3)
+    assert result["aggregate"]["gt"]["M-LMD[synth-landmarks]"] == 0.0
+    assert len(result["pose_std"]["ratio"]) == 6 and result["num_windows"] > 0
+    assert result["all_pass"] == all(b["pass"] for b in bars.values())
+

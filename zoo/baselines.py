@@ -45,6 +45,7 @@ class GroundTruthBaseline(TalkingHeadModel):
     """Returns the ground-truth clip: the upper bound every metric should rate best."""
 
     data_fields = ("frames", "audio", "landmarks2d", "pose", "expression")
+    protocol = "reference"
     monitor = None
     trainable = False
 

@@ -6,6 +6,9 @@
     zoo weights                      pretrained weight files: status and SHA256
     zoo config --model NAME [...]    print the composed config
     zoo data synth [key=value ...]   build the embedded synthetic corpus
+    zoo bench [--models all|a,b] [--data NAME] [--budget small|full|FILE] [--seed N] [--out DIR] [key=value ...]
+                                     the leaderboard (benchmarks/results/<data>/leaderboard.{csv,json,md,png})
+    zoo bench perf [--quick] [--device auto|cpu|cuda] [--only a,b]   the performance suite
 
 Bad input (unknown key/model/data, wrong type, missing file or checkpoint) prints one ``error:`` line and exits
 with code 2; ``--debug`` shows the traceback instead.
@@ -45,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. trainer=cpu trainer.max_epochs=3 data.batch_size=4")
+    p = sub.add_parser("bench", help="the leaderboard over registered methods (`zoo bench perf`: performance suite)")
+    p.add_argument("--models", default="all", help="all, or a comma list of methods (gt and static always run)")
+    p.add_argument("--data", default=None, help="data config name (configs/data/*.yaml), default synth")
+    p.add_argument("--budget", default="small", help="configs/bench/<name>.yaml or a budget YAML path")
+    p.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
+    p.add_argument("--out", default=None, help="output directory (default benchmarks/results/<data>)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     sub.add_parser("models", help="list registered models")
     p = sub.add_parser("weights", help="list the pretrained weight files, their status and hashes")
     p.add_argument("--dir", default=None, help="weights directory (default $ZOO_WEIGHTS_DIR or torch hub's)")
@@ -97,6 +108,11 @@ def _cmd_data_synth(args) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "perf"]:          # the suite parses its own options
+        from zoo.bench import run_perf
+
+        return run_perf(argv[2:])
     parser = _parser()
     # Overrides may come before or after options (`zoo fit --model x a=1 --resume auto b=2`).
     args, extra = parser.parse_known_args(argv)
@@ -116,6 +132,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             _cmd_config(args)
         elif args.command == "data":
             _cmd_data_synth(args)
+        elif args.command == "bench":
+            from zoo.bench import run_leaderboard
+
+            run_leaderboard(args.models, args.data, args.budget, args.seed, args.out, args.overrides)
         elif args.command == "predict" and args.audio is not None:
             from zoo.predict import predict_audio_file
 

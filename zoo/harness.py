@@ -20,7 +20,7 @@ from zoo.errors import ConfigError, DataError
 from zoo.evaluation import ClipEvaluator, ValidationVideos, has_preview
 from zoo.metrics.suite import LEARNED_METRICS
 from zoo.model import TalkingHeadModel
-from zoo.pipeline import fit_staged, is_staged
+from zoo.pipeline import fit_staged, is_staged, split_stage_overrides
 from zoo.registry import get_entry
 from zoo.tracking import build_logger
 
@@ -265,7 +265,9 @@ def prepare(stage: str, model: str, data: Optional[str] = None, config_file: Opt
     """Compose the config and resolve the run directory (no side effects besides validation)."""
     if stage not in STAGES:
         raise ConfigError(f"unknown command '{stage}'; valid: {', '.join(STAGES)}")
-    cfg = compose(model, data, config_file, overrides)
+    # stage-only overrides of a staged model (renderer.trainer.max_epochs=...) are applied by zoo.pipeline
+    plain, _ = split_stage_overrides(get_entry(model).model_class, list(overrides or ()))
+    cfg = compose(model, data, config_file, plain)
     get_entry(cfg.run.model).model_class.configure_data(cfg.data, cfg.model)
     add_model_fields(cfg)
     run = resolve_run(stage, cfg, resume, ckpt)

@@ -84,8 +84,19 @@ class ZooModule(pl.LightningModule):
         return self.step(batch, "test")
 
 
+PROTOCOLS = ("reference", "one-shot", "few-shot", "person-specific")
+
+
 class TalkingHeadModel(ZooModule):
-    """A model that generates talking-head video from audio and reference inputs."""
+    """A model that generates talking-head video from audio and reference inputs.
+
+    ``protocol`` says how the leaderboard (``zoo bench``) trains and evaluates it: ``one-shot`` / ``few-shot``
+    methods are trained once on the training identities and also scored on ``test_unseen``; ``person-specific``
+    ones are trained per evaluated identity (``model.identity``) and scored on that person's test clips only;
+    ``reference`` is the ground-truth row.
+    """
+
+    protocol: ClassVar[str] = "one-shot"
 
     def generate(self, batch: dict) -> GeneratedClip:
         """Generate the clips of ``batch`` (see :class:`zoo.data.datamodule.TalkingHeadDataModule` for its keys)."""

@@ -31,7 +31,7 @@ def is_staged(model_class: type) -> bool:
     return bool(getattr(model_class, "stages", None))
 
 
-def _route(overrides: list[str], keys: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+def route_overrides(overrides: list[str], keys: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """Split overrides into (every stage, {key: stage-only}); ``model.*`` ones belong to the staged model."""
     shared, own = [], {key: [] for key in keys}
     for item in overrides:
@@ -44,6 +44,13 @@ def _route(overrides: list[str], keys: list[str]) -> tuple[list[str], dict[str, 
     return shared, own
 
 
+def split_stage_overrides(model_class: type, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides the staged model's own config takes, stage-only ``<key>.*=...`` ones); ([...], []) otherwise."""
+    keys = {key for key, _ in getattr(model_class, "stages", ())}
+    own = [o for o in overrides if "." in o.split("=", 1)[0] and o.split(".", 1)[0] in keys]
+    return [o for o in overrides if o not in own], own
+
+
 def fit_staged(run, data: str | None, config_file: str | None, overrides: list[str], force: bool = False) -> dict:
     """Train every stage of ``run``'s model that is not finished, then assemble and save the model."""
     from zoo.harness import Run, add_model_fields, best_checkpoint, build_datamodule, execute, is_rank_zero_process
@@ -52,7 +59,7 @@ def fit_staged(run, data: str | None, config_file: str | None, overrides: list[s
     model_class = entry.model_class
     model_cfg = to_dataclass(run.cfg.model, entry.config)
     keys = [key for key, _ in model_class.stages]
-    shared, own = _route(list(overrides), keys)
+    shared, own = route_overrides(list(overrides), keys)
     checkpoints: dict[str, Path] = {}
     timings: dict[str, float] = {}
     for key, stage_model in model_class.stages:
@@ -94,4 +101,4 @@ def fit_staged(run, data: str | None, config_file: str | None, overrides: list[s
     return {f"time/{key}": seconds for key, seconds in timings.items()}
 
 
-__all__ = ["fit_staged", "is_staged", "DONE_FILE"]
+__all__ = ["fit_staged", "is_staged", "route_overrides", "split_stage_overrides", "DONE_FILE"]

@@ -26,6 +26,13 @@ from zoo.metrics.sync import sync_scores, video_variant
 ALL_METRICS = ("lmd", "ssim", "psnr", "cpbd", "csim", "fid", "sync", "lpips")
 LEARNED_METRICS = {"lmd", "csim", "fid", "sync", "lpips"}   # the ones that need backbone networks
 LUMA = "uint8 luma, ITU-R 601-2 with PIL 'L' rounding"
+# Result keys (before their "[backbone]") for which a larger value is better; every other one is an error/distance.
+HIGHER_IS_BETTER = frozenset({"PSNR", "SSIM", "CPBD", "CSIM", "Sync_conf"})
+
+
+def higher_is_better(result_key: str) -> bool:
+    """Whether a larger value of result key ``result_key`` (e.g. ``"M-LMD[synth-landmarks]"``) is better."""
+    return result_key.split("[", 1)[0] in HIGHER_IS_BETTER
 
 
 @dataclass

@@ -1,0 +1,134 @@
+"""LSP's quality bars on its target person's test split, next to the ``gt`` and ``static`` rows of the same windows.
+
+    python benchmarks/lsp_quality.py --run runs/lsp/identity0 [--out benchmarks/results/lsp_quality.json]
+                                     [--work-dir DIR] [key=value ...]
+
+Every figure comes from the zoo's own paths: ``zoo test`` (the metric suite with the data domain's backbones) for
+``gt``, ``static`` and the trained LSP on the person's test windows, then one pass of the assembled model over the
+same windows for what the suite does not measure:
+
+* M-LMD of LSP at most half of ``static``'s;
+* Sync_conf of LSP at least 70% of ``gt``'s;
+* generated head-pose standard deviation (over each window's frames, per pose dimension, averaged over windows
+  and then over the 6 dimensions, as a ratio to the ground truth's) within 0.5-2x;
+* the renderer driven by ground-truth landmarks and shoulders: PSNR >= 25 dB against the ground-truth frames.
+
+``key=value`` overrides go to every run (e.g. ``data=folder data.root=...``). Writes the JSON atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lsp.model import LSP  # noqa: E402
+from zoo.harness import build_datamodule, execute, prepare  # noqa: E402
+from zoo.io.atomic import atomic_path  # noqa: E402
+from zoo.metrics.functional import psnr  # noqa: E402
+from zoo.model import frames_to_float  # noqa: E402
+from zoo.predict import resolve_checkpoint  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lsp_quality.json"
+SUITE_METRICS = ["lmd", "sync"]          # the suite metrics the bars need (the leaderboard runs all of them)
+
+
+def score(model: str, identity: int, work_dir: Path, overrides: Sequence[str], ckpt: str | None = None) -> dict:
+    """``zoo test --model MODEL`` on the person's test windows; returns its ``results/test.json``."""
+    if model != "lsp":      # the baselines have no LSP settings
+        overrides = [o for o in overrides if not o.startswith("model.")]
+    settings = [*overrides, f"run.runs_dir={work_dir}", f"run.name=quality-identity{identity}", "logger=none",
+                f"eval.metrics=[{','.join(SUITE_METRICS)}]", f"data.identities=[{identity}]", "run.save_videos=0"]
+    if model == "lsp":
+        settings.append(f"model.identity={identity}")
+    run = prepare("test", model, overrides=settings, ckpt=ckpt)
+    execute(run)
+    return json.loads((run.run_dir / "results" / "test.json").read_text())
+
+
+@torch.no_grad()
+def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Sequence[str]) -> dict:
+    """Head-pose std of generated vs ground-truth windows, and the renderer's PSNR on ground-truth landmarks."""
+    run = prepare("test", "lsp", overrides=[*overrides, f"model.identity={identity}", "logger=none",
+                                            "data.fields=[mel,frames,pose,landmarks2d,shoulders2d]"], ckpt=str(ckpt))
+    datamodule = build_datamodule(run.cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    generated_std, true_std, psnrs, windows = [], [], [], []
+    for batch in datamodule.test_dataloader():
+        clip = model.generate(batch)
+        generated_std.append(clip.pose.std(dim=1))                     # [B, 6]: over each window's frames
+        true_std.append(batch["pose"].std(dim=1))
+        rendered = model.render_landmarks(batch["landmarks2d"].flatten(0, 1), batch["shoulders2d"].flatten(0, 1))
+        psnrs.append(psnr(rendered, frames_to_float(batch["frames"]).flatten(0, 1)))
+        windows += [(c, int(s)) for c, s in zip(batch["clip_id"], batch["start"])]
+    generated, truth = torch.cat(generated_std).mean(0), torch.cat(true_std).mean(0)    # [6]
+    ratio = generated / truth
+    return {"windows": windows, "window_seconds": run.cfg.data.window_seconds,
+            "pose_std": {"generated": generated.tolist(), "ground_truth": truth.tolist(), "ratio": ratio.tolist(),
+                         "mean_ratio": float(ratio.mean()), "dimensions": ["rx", "ry", "rz", "tx", "ty", "tz"]},
+            "renderer_psnr_gt_landmarks": float(torch.cat(psnrs).clamp(max=100).mean())}
+
+
+def bar(value: float, threshold: str, passed: bool, **detail) -> dict:
+    return {"value": round(value, 4), "threshold": threshold, "pass": bool(passed), **detail}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="the LSP run directory (or its assembled checkpoint)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--work-dir", type=Path, default=None, help="where the test runs go (default: a temp dir)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
+    args = parser.parse_args(argv)
+    started = time.time()
+    ckpt = resolve_checkpoint("lsp", args.run)
+    model = LSP.load(ckpt)
+    identity = int(model.cfg.identity)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work_dir or Path(tmp)
+        results = {"gt": score("gt", identity, work, args.overrides),
+                   "static": score("static", identity, work, args.overrides),
+                   "lsp": score("lsp", identity, work, args.overrides, ckpt=str(ckpt))}
+    own = motion_and_rendering(model, ckpt, identity, args.overrides)
+    windows = {name: [(c["clip_id"], c["start"]) for c in r["clips"]] for name, r in results.items()}
+    if not all(w == own["windows"] for w in windows.values()):
+        raise RuntimeError("the gt, static and LSP runs did not score the same windows")
+    (m_lmd,) = [k for k in results["lsp"]["aggregate"] if k.startswith("M-LMD")]
+    (sync,) = [k for k in results["lsp"]["aggregate"] if k.startswith("Sync_conf")]
+    agg = {name: r["aggregate"] for name, r in results.items()}
+    m_ratio = agg["lsp"][m_lmd] / agg["static"][m_lmd]
+    s_ratio = agg["lsp"][sync] / agg["gt"][sync]
+    pose_ratio = own["pose_std"]["mean_ratio"]
+    rendered = own["renderer_psnr_gt_landmarks"]
+    bars = {
+        "m_lmd_vs_static": bar(m_ratio, "<= 0.5", m_ratio <= 0.5, lsp=agg["lsp"][m_lmd], static=agg["static"][m_lmd]),
+        "sync_conf_vs_gt": bar(s_ratio, ">= 0.7", s_ratio >= 0.7, lsp=agg["lsp"][sync], gt=agg["gt"][sync]),
+        "pose_std_vs_gt": bar(pose_ratio, "0.5-2", 0.5 <= pose_ratio <= 2.0),
+        "renderer_psnr_gt_landmarks_db": bar(rendered, ">= 25", rendered >= 25.0),
+    }
+    result = {"benchmark": "lsp_quality", "checkpoint": str(ckpt), "identity": identity,
+              "dataset": results["lsp"]["dataset"], "num_windows": len(own["windows"]),
+              "window_seconds": own["window_seconds"],
+              "bars": bars, "all_pass": all(b["pass"] for b in bars.values()), "pose_std": own["pose_std"],
+              "aggregate": agg, "metric_variants": results["lsp"]["metrics"],
+              "environment": {"torch": torch.__version__, "platform": platform.platform()},
+              "seconds": round(time.time() - started, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out) as tmp_out:
+        tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    for name, b in bars.items():
+        print(f"{name:32s} {b['value']:>9.4f}  (bar {b['threshold']}): {'pass' if b['pass'] else 'FAIL'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
