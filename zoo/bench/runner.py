@@ -136,10 +136,14 @@ class Bench:
         """The config hash of ``method`` under ``overrides``; a staged model's stage-only overrides
         (``mouth.trainer.max_epochs=...``) are hashed as given, next to the composed config."""
         from zoo.config import compose
-        from zoo.pipeline import split_stage_overrides
+        from zoo.pipeline import route_overrides, split_stage_overrides
 
-        plain, own = split_stage_overrides(get_entry(method).model_class, overrides)
-        return config_hash(compose(method, self.data, None, plain), extra + (json.dumps(own) if own else ""))
+        model_class = get_entry(method).model_class
+        plain, own = split_stage_overrides(model_class, overrides)
+        # a staged model trains each stage with its own config file (configs/model/<stage>.yaml): hash them too
+        stages = [config_hash(compose(stage, self.data, None, route_overrides(plain + own, [key])[1][key]))
+                  for key, stage in getattr(model_class, "stages", ())]
+        return config_hash(compose(method, self.data, None, plain), extra + "".join(stages))
 
     def train(self, method: str, identity: Optional[int]) -> dict:
         """Reuse the finished training run of this exact config, else train (or resume) it; returns its marker."""
