@@ -116,3 +116,18 @@ def test_budget_identity_missing_from_the_split_is_one_line(tiny_corpus, tmp_pat
     err = capsys.readouterr().err
     assert "'identities' [5] has no clip in split 'test'" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_config_hash_follows_every_setting_that_changes_a_result(tiny_corpus, tmp_path):
+    from zoo.bench.runner import Bench
+
+    (tmp_path / "b.yaml").write_text(TINY_BUDGET)
+    bench_ = Bench(["gt", "static", "lsp"], None, str(tmp_path / "b.yaml"), 0, tmp_path, ["experiment=smoke"])
+    base = ["model.identity=0"]
+    digest = bench_._hash("lsp", base, "v1")
+    assert bench_._hash("lsp", base, "v1") == digest                                     # stable
+    assert bench_._hash("lsp", [*base, "trainer.progress_bar=none", "logger=csv"], "v1") == digest   # cosmetic
+    assert bench_._hash("lsp", [*base, "renderer.trainer.max_epochs=3"], "v1") != digest  # one stage's config
+    assert bench_._hash("lsp", [*base, "model.mouth.lr=0.01"], "v1") != digest
+    assert bench_._hash("lsp", ["model.identity=1"], "v1") != digest
+    assert bench_._hash("lsp", base, "v2") != digest                                      # dataset version

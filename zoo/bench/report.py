@@ -88,7 +88,9 @@ def markdown(payload: dict) -> str:
     skipped = {k: v for table in payload["tables"].values() for row in table["rows"]
                for k, v in row["skipped_metrics"].items()}
     if skipped:
-        out += ["Skipped metrics: " + "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())), ""]
+        # the first clause only (the full reason, with this machine's paths, is in leaderboard.json)
+        out += ["Skipped metrics: " + "; ".join(f"{k}: {v.split(' in /')[0]}" for k, v in sorted(skipped.items())),
+                ""]
     out += [f"zoo {payload['zoo_version']}, commit {payload['git_commit'] or 'unknown'}. "
             f"Variants and backbones of every number: leaderboard.json.", ""]
     return "\n".join(out)
