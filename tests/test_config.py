@@ -97,3 +97,12 @@ def test_console_script_exit_code():
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: unknown key 'trainer.max_epoch'")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_staged_model_takes_stage_only_overrides(capsys):
+    """`<stage>.*` overrides belong to one stage of a staged model (zoo.pipeline); `zoo config` accepts them as
+    `zoo fit` does, while an unknown top-level key still fails."""
+    code, out, _ = run_cli(capsys, "config", "--model", "lsp", "renderer.trainer.max_epochs=2")
+    assert code == 0 and "model: lsp" in out
+    code, _, err = run_cli(capsys, "config", "--model", "lsp", "nonsense.trainer.max_epochs=2")
+    assert code == 2 and "unknown key 'nonsense'" in err

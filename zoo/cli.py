@@ -83,7 +83,10 @@ def _cmd_config(args) -> None:
     from zoo.harness import add_model_fields
     from zoo.registry import get_entry
 
-    cfg = compose(args.model, args.data, args.config, args.overrides)
+    from zoo.pipeline import split_stage_overrides
+
+    plain, _ = split_stage_overrides(get_entry(args.model).model_class, args.overrides)   # as `zoo fit` does
+    cfg = compose(args.model, args.data, args.config, plain)
     get_entry(args.model).model_class.configure_data(cfg.data, cfg.model)
     add_model_fields(cfg)
     print(OmegaConf.to_yaml(cfg), end="")

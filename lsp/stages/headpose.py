@@ -16,14 +16,11 @@ import torch
 from lsp.geometry import pose_velocity
 from lsp.networks.headpose import Audio2Headpose, gaussian_nll
 from lsp.speech import look_ahead, repeat_last, seconds_to_frames
-from lsp.stages.person import AudioDrivenStage, sketch_video, step_lr_optimizer
+from lsp.stages.person import AudioDrivenStage, AudioStageConfig, sketch_video
 
 
 @dataclass
-class HeadposeConfig:
-    identity: int = 0
-    apc_ckpt: Optional[str] = None     # checkpoint of the trained lsp.apc (set by `zoo fit --model lsp`)
-    apc_hidden_size: int = 512
+class HeadposeConfig(AudioStageConfig):
     residual_layers: int = 7           # 2 blocks x 7 dilated layers (dilations 1..64): receptive field 255 frames
     residual_blocks: int = 2
     dilation_channels: int = 128
@@ -34,10 +31,6 @@ class HeadposeConfig:
     # Sampling temperature. LSP's demo uses 0.3 for its subjects; on the synthetic corpus 0.3 gives 0.42x the true
     # head-motion std and 1.0 (the learned distribution itself) 0.64x, so the default samples the model as trained.
     sigma_scale: float = 1.0
-    lr: float = 1e-3                   # LSP: 1e-4 for 500 epochs
-    betas: tuple[float, float] = (0.9, 0.99)
-    lr_step_fraction: float = 0.5
-    lr_gamma: float = 0.2
 
 
 class HeadposeStage(AudioDrivenStage):
@@ -80,7 +73,3 @@ class HeadposeStage(AudioDrivenStage):
         poses = self.sample_poses(self.audio_features(batch["mel"]), generator)
         truth = self.profile.sketch(batch["landmarks3d"], batch["pose"])
         return sketch_video(truth, self.profile.sketch(batch["landmarks3d"], poses))
-
-    def configure_optimizers(self):
-        c = self.cfg
-        return step_lr_optimizer(self, c.lr, tuple(c.betas), c.lr_step_fraction, c.lr_gamma)

@@ -8,28 +8,20 @@ than LSP's normalised-face units x 1000: the same loss up to a constant factor, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from lsp.networks.audio2mouth import Audio2Mouth
 from lsp.speech import repeat_last, seconds_to_frames
-from lsp.stages.person import AudioDrivenStage, sketch_video, step_lr_optimizer
+from lsp.stages.person import AudioDrivenStage, AudioStageConfig, sketch_video
 
 
 @dataclass
-class MouthConfig:
-    identity: int = 0                  # the target person (corpus identity)
-    apc_ckpt: Optional[str] = None     # checkpoint of the trained lsp.apc (set by `zoo fit --model lsp`)
-    apc_hidden_size: int = 512
+class MouthConfig(AudioStageConfig):
     hidden_size: int = 256             # LSTM width (3 layers)
     num_layers: int = 3
     look_ahead_seconds: float = 0.3    # LSP's frame_future = 18 frames at 60 fps
-    lr: float = 1e-3                   # LSP: 1e-4 for 500 epochs; the short default budget needs a larger step
-    betas: tuple[float, float] = (0.9, 0.99)
-    lr_step_fraction: float = 0.5      # step decay halfway (LSP: epoch 250 of 500), gamma 0.2
-    lr_gamma: float = 0.2
 
 
 class MouthStage(AudioDrivenStage):
@@ -70,7 +62,3 @@ class MouthStage(AudioDrivenStage):
         truth = self.profile.sketch(batch["landmarks3d"], batch["pose"])
         generated = self.profile.sketch(self.profile.face_from_mouth(predicted), batch["pose"])
         return sketch_video(truth, generated)
-
-    def configure_optimizers(self):
-        c = self.cfg
-        return step_lr_optimizer(self, c.lr, tuple(c.betas), c.lr_step_fraction, c.lr_gamma)

@@ -6,6 +6,7 @@ split when a fit starts, so every stage checkpoint carries the statistics it was
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -33,6 +34,19 @@ class PersonStage(ZooModule):
             dataset = datamodule.dataset
             clip_ids = person_clip_ids(dataset, datamodule.cfg.train_split, self.cfg.identity)
             self.profile.fit(dataset, clip_ids, self.cfg.identity)
+
+
+@dataclass
+class AudioStageConfig:
+    """What the audio-driven stages (mouth, head pose) share: the person, the frozen APC and LSP's optimiser."""
+
+    identity: int = 0                  # the target person (corpus identity)
+    apc_ckpt: Optional[str] = None     # checkpoint of the trained lsp.apc (set by `zoo fit --model lsp`)
+    apc_hidden_size: int = 512
+    lr: float = 1e-3                   # LSP: 1e-4 for 500 epochs; the short default budget needs a larger step
+    betas: tuple[float, float] = (0.9, 0.99)
+    lr_step_fraction: float = 0.5      # step decay halfway (LSP: epoch 250 of 500), gamma 0.2
+    lr_gamma: float = 0.2
 
 
 class AudioDrivenStage(PersonStage):
@@ -63,15 +77,13 @@ class AudioDrivenStage(PersonStage):
                 self._features[keys[i]] = features
         return torch.stack([self._features[key] for key in keys])
 
-
-def step_lr_optimizer(module: ZooModule, lr: float, betas: tuple[float, float], step_fraction: float,
-                      gamma: float) -> dict:
-    """LSP's Adam with a step decay after ``step_fraction`` of the run (500 epochs, step 250, gamma 0.2)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, betas=betas)
-    step = max(1, int(module.trainer.estimated_stepping_batches * step_fraction))
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=gamma)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    def configure_optimizers(self):
+        """LSP's Adam with a step decay after ``lr_step_fraction`` of the run (500 epochs, step 250, gamma 0.2)."""
+        c = self.cfg
+        optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=c.lr, betas=tuple(c.betas))
+        step = max(1, int(self.trainer.estimated_stepping_batches * c.lr_step_fraction))
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=c.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def sketch_video(*sketches: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 
@@ -153,8 +154,6 @@ def log_to_wandb(payload: dict, run_dir: Path, project: str, mode: str) -> None:
 
 def write_files(payload: dict, out_dir: Path) -> list[Path]:
     """``leaderboard.{json,csv,md,png}`` in ``out_dir`` (each written atomically)."""
-    import json
-
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"leaderboard.{ext}" for ext in ("json", "csv", "md", "png")]
     with atomic_path(paths[0]) as tmp:
