@@ -127,7 +127,7 @@ def test_config_hash_follows_every_setting_that_changes_a_result(tiny_corpus, tm
     digest = bench_._hash("lsp", base, "v1")
     assert bench_._hash("lsp", base, "v1") == digest                                     # stable
     assert bench_._hash("lsp", [*base, "trainer.progress_bar=none", "logger=csv"], "v1") == digest   # cosmetic
-    assert bench_._hash("lsp", [*base, "renderer.trainer.max_epochs=3"], "v1") != digest  # one stage's config
+    assert bench_._hash("lsp", [*base, "renderer.trainer.max_epochs=5"], "v1") != digest  # one stage's config
     assert bench_._hash("lsp", [*base, "model.mouth.lr=0.01"], "v1") != digest
     assert bench_._hash("lsp", ["model.identity=1"], "v1") != digest
     assert bench_._hash("lsp", base, "v2") != digest                                      # dataset version

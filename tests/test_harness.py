@@ -105,3 +105,23 @@ def test_wandb_offline_run_holds_config_losses_videos(capsys, tiny_corpus, runs,
     assert config_values(log)["model"]["hidden_size"] == 32
     test_run = next((tmp_path / "runs" / "static" / "smoke" / "wandb").glob("offline-run-*"))
     assert list((test_run / "files" / "media" / "videos").rglob("*.mp4"))
+
+
+def test_validation_videos_every_n_epochs_and_the_last(tmp_path):
+    from types import SimpleNamespace
+
+    from zoo.evaluation import ValidationVideos
+
+    videos = ValidationVideos(tmp_path, num_videos=1, every_n_epochs=4)
+    due = [videos.due(SimpleNamespace(current_epoch=e, max_epochs=10)) for e in range(10)]
+    assert [e for e, d in enumerate(due) if d] == [3, 7, 9]          # epochs 4, 8 and the last (10)
+    assert all(ValidationVideos(tmp_path).due(SimpleNamespace(current_epoch=e, max_epochs=3)) for e in range(3))
+
+
+def test_video_every_n_epochs_checked_and_kept_from_the_stage_config(capsys, tiny_corpus, runs):
+    from zoo.config import compose
+
+    # The LSP head-pose stage file sets it; the logger group merged after it must not reset it.
+    assert compose("lsp.headpose", overrides=["logger=wandb"]).logger.video_every_n_epochs == 4
+    code, err = zoo(capsys, "fit", "--model", "syncnet", *SMOKE, runs, "logger=csv", "logger.video_every_n_epochs=0")
+    assert code == 2 and err.strip().endswith("logger.video_every_n_epochs must be >= 1, got 0")

@@ -89,6 +89,7 @@ class LoggerConfig:
     mode: str = "auto"                  # auto | online | offline
     log_videos: bool = True
     num_videos: int = 2                 # validation sample videos per epoch
+    video_every_n_epochs: int = 1       # videos every n-th validation epoch (and the last)
 
 
 @dataclass
@@ -225,6 +226,8 @@ def compose(model: str, data: Optional[str] = None, config_file: Optional[str] =
     if cfg.run.model != model:
         raise ConfigError(f"run.model is '{cfg.run.model}' but --model is '{model}'; set the model with --model only")
     _check_choices(cfg)
+    if cfg.logger.video_every_n_epochs < 1:
+        raise ConfigError(f"logger.video_every_n_epochs must be >= 1, got {cfg.logger.video_every_n_epochs}")
     return cfg
 
 

@@ -167,13 +167,20 @@ def has_preview(module) -> bool:
 
 
 class ValidationVideos(Callback):
-    """Each validation epoch of a fit: a few clips of the module's :meth:`~zoo.model.ZooModule.preview` (for video
-    models ``ground truth | generated``) as mp4 with sound, to the logger."""
+    """Every ``every_n_epochs``-th validation epoch of a fit and the last: a few clips of the module's
+    :meth:`~zoo.model.ZooModule.preview` (for video models ``ground truth | generated``) as mp4 with sound, to the
+    logger. Previews can cost more than the validation itself (LSP's head pose samples autoregressively)."""
 
-    def __init__(self, run_dir: Path, num_videos: int = 2):
+    def __init__(self, run_dir: Path, num_videos: int = 2, every_n_epochs: int = 1):
         self.run_dir = Path(run_dir)
         self.num_videos = num_videos
+        self.every_n_epochs = every_n_epochs
         self._batch: Optional[dict] = None
+
+    def due(self, trainer) -> bool:
+        """Whether this validation epoch gets videos: every n-th epoch and the last one."""
+        epoch = trainer.current_epoch
+        return (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 >= (trainer.max_epochs or 0)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if batch_idx == 0 and self._batch is None:
@@ -182,7 +189,7 @@ class ValidationVideos(Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         batch, self._batch = self._batch, None
         if (trainer.sanity_checking or batch is None or not trainer.is_global_zero or self.num_videos <= 0
-                or not has_preview(pl_module)):
+                or not has_preview(pl_module) or not self.due(trainer)):
             return
         with torch.no_grad():
             previews = pl_module.preview(batch)

@@ -224,7 +224,7 @@ def _callbacks(run: Run, model_class: type, kit: Optional[Path] = None) -> list:
         if cfg.logger.name != "none":
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         if cfg.logger.log_videos and has_preview(model_class):
-            callbacks.append(ValidationVideos(run.run_dir, cfg.logger.num_videos))
+            callbacks.append(ValidationVideos(run.run_dir, cfg.logger.num_videos, cfg.logger.video_every_n_epochs))
     return callbacks
 
 
