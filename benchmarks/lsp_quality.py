@@ -13,6 +13,10 @@ same windows for what the suite does not measure:
   and then over the 6 dimensions, as a ratio to the ground truth's) within 0.5-2x;
 * the renderer driven by ground-truth landmarks and shoulders: PSNR >= 25 dB against the ground-truth frames.
 
+It also splits the first two bars into their causes (``diagnosis``): M-LMD measured on the landmarks themselves
+(LSP's predicted landmarks and the first frame's held, against the true ones: what a perfect renderer and detector
+would score) and M-LMD / Sync_conf of the renderer driven by the ground-truth landmarks.
+
 ``key=value`` overrides go to every run (e.g. ``data=folder data.root=...``). Writes the JSON atomically.
 """
 from __future__ import annotations
@@ -31,9 +35,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lsp.model import LSP  # noqa: E402
-from zoo.harness import build_datamodule, execute, prepare  # noqa: E402
+from zoo.harness import build_datamodule, build_metric_suite, execute, prepare  # noqa: E402
 from zoo.io.atomic import atomic_path  # noqa: E402
-from zoo.metrics.functional import psnr  # noqa: E402
+from zoo.metrics.functional import lmd, psnr  # noqa: E402
 from zoo.model import frames_to_float  # noqa: E402
 from zoo.predict import resolve_checkpoint  # noqa: E402
 
@@ -56,26 +60,41 @@ def score(model: str, identity: int, work_dir: Path, overrides: Sequence[str], c
 
 @torch.no_grad()
 def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Sequence[str]) -> dict:
-    """Head-pose std of generated vs ground-truth windows, and the renderer's PSNR on ground-truth landmarks."""
+    """Head-pose std of generated vs ground-truth windows, landmark-level M-LMD, and the renderer on ground-truth
+    landmarks (PSNR, and the suite's M-LMD and Sync_conf)."""
     run = prepare("test", "lsp", overrides=[*overrides, f"model.identity={identity}", "logger=none",
-                                            "data.fields=[mel,frames,pose,landmarks2d,shoulders2d]"], ckpt=str(ckpt))
+                                            f"eval.metrics=[{','.join(SUITE_METRICS)}]",
+                                            "data.fields=[mel,audio,frames,pose,landmarks2d,shoulders2d]"],
+                  ckpt=str(ckpt))
     datamodule = build_datamodule(run.cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    generated_std, true_std, psnrs, windows = [], [], [], []
+    suite = build_metric_suite(run.cfg, datamodule)
+    generated_std, true_std, psnrs, windows, suite_scores = [], [], [], [], []
+    landmark_lmd = {"lsp": [], "static": []}
     for batch in datamodule.test_dataloader():
         clip = model.generate(batch)
         generated_std.append(clip.pose.std(dim=1))                     # [B, 6]: over each window's frames
         true_std.append(batch["pose"].std(dim=1))
+        truth = batch["landmarks2d"].double()
+        landmark_lmd["lsp"].append(lmd(clip.landmarks2d.double(), truth, "mouth"))
+        landmark_lmd["static"].append(lmd(truth[:, :1].expand_as(truth), truth, "mouth"))
+        b, t = batch["frames"].shape[:2]
         rendered = model.render_landmarks(batch["landmarks2d"].flatten(0, 1), batch["shoulders2d"].flatten(0, 1))
         psnrs.append(psnr(rendered, frames_to_float(batch["frames"]).flatten(0, 1)))
+        suite_scores += suite.score(batch, rendered.reshape(b, t, *rendered.shape[1:]))
         windows += [(c, int(s)) for c, s in zip(batch["clip_id"], batch["start"])]
     generated, truth = torch.cat(generated_std).mean(0), torch.cat(true_std).mean(0)    # [6]
     ratio = generated / truth
+    landmark_means = {name: float(torch.cat(v).mean()) for name, v in landmark_lmd.items()}
     return {"windows": windows, "window_seconds": run.cfg.data.window_seconds,
             "pose_std": {"generated": generated.tolist(), "ground_truth": truth.tolist(), "ratio": ratio.tolist(),
                          "mean_ratio": float(ratio.mean()), "dimensions": ["rx", "ry", "rz", "tx", "ty", "tz"]},
-            "renderer_psnr_gt_landmarks": float(torch.cat(psnrs).clamp(max=100).mean())}
+            "renderer_psnr_gt_landmarks": float(torch.cat(psnrs).clamp(max=100).mean()),
+            "landmark_m_lmd": {**landmark_means, "ratio": landmark_means["lsp"] / landmark_means["static"],
+                               "unit": "pixels of the frame, each frame's mouth points mean-centred"},
+            "renderer_gt_landmarks": {k: sum(s[k] for s in suite_scores) / len(suite_scores)
+                                      for k in suite_scores[0]}}
 
 
 def bar(value: float, threshold: str, passed: bool, **detail) -> dict:
@@ -119,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "dataset": results["lsp"]["dataset"], "num_windows": len(own["windows"]),
               "window_seconds": own["window_seconds"],
               "bars": bars, "all_pass": all(b["pass"] for b in bars.values()), "pose_std": own["pose_std"],
+              "diagnosis": {"landmark_m_lmd": own["landmark_m_lmd"],
+                            "renderer_gt_landmarks": own["renderer_gt_landmarks"]},
               "aggregate": agg, "metric_variants": results["lsp"]["metrics"],
               "environment": {"torch": torch.__version__, "platform": platform.platform()},
               "seconds": round(time.time() - started, 1)}
@@ -127,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         tmp_out.write_text(json.dumps(result, indent=2) + "\n")
     for name, b in bars.items():
         print(f"{name:32s} {b['value']:>9.4f}  (bar {b['threshold']}): {'pass' if b['pass'] else 'FAIL'}")
+    marks = own["landmark_m_lmd"]
+    print(f"landmark-level M-LMD: LSP {marks['lsp']:.3f}, static {marks['static']:.3f} (ratio {marks['ratio']:.3f}); "
+          f"renderer on ground-truth landmarks: " +
+          ", ".join(f"{k} {v:.3f}" for k, v in own["renderer_gt_landmarks"].items()))
     return result
 
 

@@ -168,4 +168,7 @@ def test_quality_benchmark_reports_every_bar(trained, tmp_path):
     assert result["aggregate"]["gt"]["M-LMD[synth-landmarks]"] == 0.0
     assert len(result["pose_std"]["ratio"]) == 6 and result["num_windows"] > 0
     assert result["all_pass"] == all(b["pass"] for b in bars.values())
+    marks = result["diagnosis"]["landmark_m_lmd"]
+    assert marks["static"] > 0 and marks["ratio"] == pytest.approx(marks["lsp"] / marks["static"])
+    assert {"M-LMD[synth-landmarks]", "Sync_conf[synth-syncnet]"} <= set(result["diagnosis"]["renderer_gt_landmarks"])
 

@@ -203,6 +203,14 @@ def _suite_factory(cfg: DictConfig, kit: Optional[Path]):
     return build if cfg.eval.metrics else None
 
 
+def build_metric_suite(cfg: DictConfig, datamodule: TalkingHeadDataModule):
+    """The metric suite ``zoo test`` would score ``cfg``'s run with (``eval.metrics``, the data domain's backbones;
+    trains the synthetic evaluator kit on first use), for scripts that score frames of their own; ``None`` when
+    ``eval.metrics`` is empty."""
+    factory = _suite_factory(cfg, prepare_evaluation(cfg, datamodule))
+    return factory(datamodule) if factory else None
+
+
 def _callbacks(run: Run, model_class: type, kit: Optional[Path] = None) -> list:
     from pytorch_lightning.callbacks import (LearningRateMonitor, ModelCheckpoint, RichProgressBar,
                                              TQDMProgressBar)
