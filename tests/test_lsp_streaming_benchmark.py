@@ -25,7 +25,9 @@ def test_quick_run_writes_results(tmp_path):
     assert result["environment"]["threads"] == 1
     (run,) = result["runs"]
     assert (run["device"], run["precision"], run["size"]) == ("cpu", "fp32", 64)
-    assert run["renderer"]["num_downs"] == 5 and run["renderer"]["ngf"] == 32
+    from lsp.stages.renderer import RendererConfig
+
+    assert run["renderer"]["num_downs"] == 5 and run["renderer"]["ngf"] == RendererConfig().ngf   # the default
     stream = run["stream"]
     assert stream["frames"] > 0 and stream["frames_per_s"] > 0
     assert stream["real_time_factor"] == round(stream["frames_per_s"] / 25, 4)
