@@ -84,10 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.size, args.seconds = 64, 8.0
     result = measure(args.size, args.seconds, args.write)
     if args.out is not None:
-        from zoo.io.atomic import atomic_path
+        from zoo.io.atomic import write_json
 
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     print(json.dumps(result))
     return result
 

@@ -90,10 +90,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     result = measure(args.root, args.workers, args.size, args.batch_size, num_batches=args.batches, warmup=warmup,
                      fields=args.fields.split(","))
     if args.out is not None:
-        from zoo.io.atomic import atomic_path
+        from zoo.io.atomic import write_json
 
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     print(json.dumps(result, indent=1))
     return result
 

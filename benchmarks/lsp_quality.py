@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lsp.model import LSP  # noqa: E402
 from zoo.harness import build_datamodule, build_metric_suite, execute, prepare  # noqa: E402
-from zoo.io.atomic import atomic_path  # noqa: E402
+from zoo.io.atomic import write_json  # noqa: E402
 from zoo.metrics.functional import lmd, psnr  # noqa: E402
 from zoo.model import frames_to_float  # noqa: E402
 from zoo.predict import resolve_checkpoint  # noqa: E402
@@ -144,8 +144,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "environment": {"torch": torch.__version__, "platform": platform.platform()},
               "seconds": round(time.time() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp_out:
-        tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     for name, b in bars.items():
         print(f"{name:32s} {b['value']:>9.4f}  (bar {b['threshold']}): {'pass' if b['pass'] else 'FAIL'}")
     marks = own["landmark_m_lmd"]

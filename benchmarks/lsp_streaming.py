@@ -42,7 +42,6 @@ Writes the JSON atomically and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -66,7 +65,7 @@ from lsp.networks.headpose import HeadposeSampler
 from lsp.person import PersonProfile
 from lsp.streaming import LSPStream
 from zoo.bench.provenance import cpu_model
-from zoo.io.atomic import atomic_path
+from zoo.io.atomic import write_json
 from zoo.synth import SynthConfig, generate_clip
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lsp_streaming.json"
@@ -371,8 +370,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "front_stages": front,
         "runs": runs,
     }
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print_table(result)
     return result
 

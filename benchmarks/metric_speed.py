@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.io.atomic import atomic_path  # noqa: E402
+from zoo.io.atomic import write_json  # noqa: E402
 from zoo.metrics import functional as F  # noqa: E402
 from zoo.metrics.cpbd import import_reference_cpbd  # noqa: E402
 
@@ -220,11 +220,6 @@ def measure(quick: bool = False, fid_images: int = 64) -> dict:
     }
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -233,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="seconds: fewer repeats, 256-d Fréchet distance, FID end to end skipped")
     args = parser.parse_args(argv)
     results = measure(args.quick, args.fid_images)
-    write_json_atomic(args.out, results)
+    write_json(args.out, results)
     print(json.dumps(results, indent=2))
     return results
 

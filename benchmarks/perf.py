@@ -47,7 +47,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(REPO))
 
 from zoo.bench.provenance import cpu_model, git_commit  # noqa: E402
-from zoo.io.atomic import atomic_path  # noqa: E402
+from zoo.io.atomic import atomic_path, write_json  # noqa: E402
 
 STDERR_TAIL = 4000          # characters of a failed benchmark's stderr kept in perf.json
 
@@ -242,8 +242,7 @@ def run_suite(quick: bool, device: str, only: list[str] | None, out_dir: Path, t
     suite["failed"] = [name for name, record in suite["benchmarks"].items() if record["result"] is None]
     suite["ok"] = not suite["failed"]
     suite["wall_seconds"] = round(time.perf_counter() - started, 2)
-    with atomic_path(out_dir / "perf.json") as tmp:
-        tmp.write_text(json.dumps(suite, indent=2) + "\n")
+    write_json(out_dir / "perf.json", suite)
     with atomic_path(out_dir / "perf.md") as tmp:
         tmp.write_text(markdown(suite, benchmarks))
     return suite

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import logging
 import os
 import statistics
@@ -63,7 +62,7 @@ from lsp_streaming import environment  # noqa: E402
 
 from zoo.config import compose, to_dataclass  # noqa: E402
 from zoo.harness import add_model_fields, build_datamodule, build_trainer, prepare  # noqa: E402
-from zoo.io.atomic import atomic_path  # noqa: E402
+from zoo.io.atomic import write_json  # noqa: E402
 from zoo.pipeline import is_staged  # noqa: E402
 from zoo.registry import get_entry, list_models  # noqa: E402
 
@@ -270,8 +269,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                      "devices": devices, "validation": "off", "models": args.models},
         "stages": stages,
     }
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print_table(result)
     return result
 

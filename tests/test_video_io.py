@@ -95,3 +95,17 @@ def test_more_video_and_audio_errors(tmp_path):
                    "expected a non-empty [N] or [N, C]")
     one_line_error(lambda: save_audio(tmp_path / "b.wav", np.zeros(4, np.int16), SR), "expected float samples")
     assert not _leftovers(tmp_path)
+
+
+def test_write_json_is_atomic(tmp_path):
+    import json
+
+    from zoo.io.atomic import write_json
+
+    target = tmp_path / "sub" / "result.json"
+    write_json(target, {"fps": 1.5})
+    assert target.read_text() == '{\n  "fps": 1.5\n}\n'
+    with pytest.raises(TypeError):
+        write_json(target, {"bad": object()})               # not serialisable: the old file stays whole
+    assert json.loads(target.read_text()) == {"fps": 1.5}
+    assert [p.name for p in target.parent.iterdir()] == ["result.json"]   # no temporary left behind

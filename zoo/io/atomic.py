@@ -7,6 +7,7 @@ Files are not fsync'ed: the guarantee covers crashed or killed processes, not po
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_dir", "temp_sibling"]
+__all__ = ["atomic_path", "atomic_dir", "temp_sibling", "write_json"]
 
 
 def temp_sibling(path: str | os.PathLike, keep_suffix: bool = True) -> Path:
@@ -38,6 +39,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """Write ``data`` as indented JSON (a trailing newline) to ``path`` atomically (benchmark results, reports)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 @contextmanager
