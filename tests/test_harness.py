@@ -116,6 +116,8 @@ def test_validation_videos_every_n_epochs_and_the_last(tmp_path):
     due = [videos.due(SimpleNamespace(current_epoch=e, max_epochs=10)) for e in range(10)]
     assert [e for e, d in enumerate(due) if d] == [3, 7, 9]          # epochs 4, 8 and the last (10)
     assert all(ValidationVideos(tmp_path).due(SimpleNamespace(current_epoch=e, max_epochs=3)) for e in range(3))
+    endless = [videos.due(SimpleNamespace(current_epoch=e, max_epochs=-1)) for e in range(8)]   # no last epoch
+    assert [e for e, d in enumerate(endless) if d] == [3, 7]
 
 
 def test_video_every_n_epochs_checked_and_kept_from_the_stage_config(capsys, tiny_corpus, runs):

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
-from pathlib import Path
+
+from lsp.stages.renderer import RendererConfig
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lsp_streaming.py"
 
@@ -27,8 +29,6 @@ def test_quick_run_writes_results(tmp_path):
     assert result["environment"]["threads"] == 1
     (run,) = result["runs"]
     assert (run["device"], run["precision"], run["size"]) == ("cpu", "fp32", 64)
-    from lsp.stages.renderer import RendererConfig
-
     assert run["renderer"]["num_downs"] == 5 and run["renderer"]["ngf"] == RendererConfig().ngf   # the default
     stream = run["stream"]
     assert stream["frames"] > 0 and stream["frames_per_s"] > 0

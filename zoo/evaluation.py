@@ -178,9 +178,9 @@ class ValidationVideos(Callback):
         self._batch: Optional[dict] = None
 
     def due(self, trainer) -> bool:
-        """Whether this validation epoch gets videos: every n-th epoch and the last one."""
-        epoch = trainer.current_epoch
-        return (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 >= (trainer.max_epochs or 0)
+        """Whether this validation epoch gets videos: every n-th epoch and the last one (when the fit has one)."""
+        epoch, last = trainer.current_epoch, trainer.max_epochs
+        return (epoch + 1) % self.every_n_epochs == 0 or (last is not None and last > 0 and epoch + 1 >= last)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if batch_idx == 0 and self._batch is None:

@@ -28,7 +28,7 @@ class RendererConfig:
                                        # divisible by 2**num_downs
     # LSP: ngf = ndf = 64 at 512 px. 16 and 32 make a GAN step 2.8x cheaper on a CPU (0.55 s for 8 frames at
     # 128 px, 2 threads), and in the 15-minute budget more steps beat width: on ground-truth landmarks Sync_conf
-    # 2.13 vs 0.63 and M-LMD 0.34 vs 0.37 for 32/64 (same wall time; README, method notes).
+    # 2.1-2.2 vs 0.63 for 32/64 in the same wall time, M-LMD within run-to-run noise (README, method notes).
     ngf: int = 16
     blocks_per_level: int = 1          # residual blocks per level and side (LSP: 2 "large" for May, 1 "normal")
     ndf: int = 32
