@@ -107,6 +107,18 @@ def test_eval_windows_and_whole_clips(root):
                    "different lengths cannot be batched; set data.eval_batch_size=1")
 
 
+def test_single_frame_training_with_video_validation_windows(root):
+    dm = make(root, window_seconds=0.04, train_stride_seconds=0.04, val_window_seconds=1.0, eval_batch_size=1)
+    assert (dm.window_frames, dm.val_window_frames) == (1, 25)
+    assert len(dm.split_dataset("train", train=True)) == 4 * 50                 # every frame of the 4 train clips
+    assert next(iter(dm.train_dataloader()))["frames"].shape[:2] == (4, 1)
+    assert [b["frames"].shape[:2] for b in dm.val_dataloader()] == [(1, 25)] * 5
+    dm.setup("test")
+    assert dm.split_dataset("test")[0]["frames"].shape[0] == 1                   # test windows are the train ones
+    one_line_error(lambda: make(root, stage="validate", val_window_seconds=4.0), "split 'val'",
+                   "no clip has 100 frames", "data.val_window_seconds=4.0")
+
+
 def test_same_seed_same_batches_different_seed_differs(root):
     def first_batch(seed):
         return next(iter(make(root, fields=["audio"], seed=seed).train_dataloader()))
@@ -192,6 +204,7 @@ def test_lightning_fit_consumes_the_datamodule(root, tmp_path):
     (dict(num_refs=-1), "data.num_refs must be >= 0, got -1"),
     (dict(window_seconds=0.0), "data.window_seconds must be positive or null, got 0.0"),
     (dict(train_stride_seconds=-1.0), "data.train_stride_seconds must be positive or null"),
+    (dict(val_window_seconds=0.0), "data.val_window_seconds must be positive or null, got 0.0"),
 ])
 def test_bad_numbers_are_one_line_errors(overrides, fragment):
     one_line_error(lambda: TalkingHeadDataModule(DataConfig(**overrides)), fragment)

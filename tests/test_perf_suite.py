@@ -70,7 +70,7 @@ def test_quick_suite_collects_every_benchmark(quick_suite):
         assert s["device"] == "cpu" and s["frame_size"] == 64 and s["batch_size"] == 2 and s["timed_steps"] == 2
         assert s["steps_per_s"] > 0 and s["samples_per_s"] == pytest.approx(2 * s["steps_per_s"], rel=1e-3)
         assert 0 < s["compute_seconds_per_step_median"] <= s["seconds_per_step_median"] + 1e-3
-    assert stages["lsp.renderer"]["window_seconds"] == 0.32         # the recipe's window where it fits the clips
+    assert stages["lsp.renderer"]["window_seconds"] == 0.04         # the recipe's window where it fits the clips
     assert stages["lsp.mouth"]["parent"] == "lsp" and stages["lsp.mouth"]["stage"] == "mouth"
 
     (run,) = results["lsp_streaming"]["runs"]

@@ -39,6 +39,9 @@ class DataConfig:
     root: Optional[str] = None                      # prepared dataset directory (filled in for name=synth)
     window_seconds: Optional[float] = 2.0           # window length; None = whole clips
     train_stride_seconds: Optional[float] = None    # distance between train windows; None = window / 2
+    # validation window; None = window_seconds. Lets a model train on single frames and still validate (and
+    # preview) on video windows.
+    val_window_seconds: Optional[float] = None
     fields: List[str] = field(default_factory=lambda: ["frames", "audio"])
     num_refs: int = 1                               # K reference frames per sample
     identities: Optional[List[int]] = None          # keep only clips whose meta identity is listed
@@ -83,7 +86,7 @@ class TalkingHeadDataModule(pl.LightningDataModule):
         for key in ("num_refs", "num_workers"):
             if getattr(cfg, key) < 0:
                 raise DataError(f"data.{key} must be >= 0, got {getattr(cfg, key)}")
-        for key in ("window_seconds", "train_stride_seconds"):
+        for key in ("window_seconds", "train_stride_seconds", "val_window_seconds"):
             if getattr(cfg, key) is not None and getattr(cfg, key) <= 0:
                 raise DataError(f"data.{key} must be positive or null, got {getattr(cfg, key)}")
         self.dataset: Optional[ClipDataset] = None
@@ -107,9 +110,17 @@ class TalkingHeadDataModule(pl.LightningDataModule):
     @property
     def window_frames(self) -> Optional[int]:
         """Frames per window (``round(window_seconds * fps)``), None for whole clips."""
-        if self.cfg.window_seconds is None:
-            return None
-        return max(1, int(round(self.cfg.window_seconds * self._opened().fps)))
+        return self._frames(self.cfg.window_seconds)
+
+    @property
+    def val_window_frames(self) -> Optional[int]:
+        """Frames per validation window: ``val_window_seconds`` if set, else :attr:`window_frames`."""
+        if self.cfg.val_window_seconds is None:
+            return self.window_frames
+        return self._frames(self.cfg.val_window_seconds)
+
+    def _frames(self, seconds: Optional[float]) -> Optional[int]:
+        return None if seconds is None else max(1, int(round(seconds * self._opened().fps)))
 
     @property
     def audio_window_samples(self) -> Optional[int]:
@@ -166,7 +177,8 @@ class TalkingHeadDataModule(pl.LightningDataModule):
         if cfg.max_clips is not None:
             clip_ids = clip_ids[:cfg.max_clips]
         lengths = [(c, dataset.clip(c).num_frames) for c in clip_ids]
-        window = self.window_frames
+        is_val = not train and split == cfg.val_split
+        window = self.val_window_frames if is_val else self.window_frames
         if window is None:
             stride = None
             batch = cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size)
@@ -180,8 +192,9 @@ class TalkingHeadDataModule(pl.LightningDataModule):
             stride = window
         windows = make_windows(lengths, window, stride)
         if not windows:
+            key = "val_window_seconds" if is_val and cfg.val_window_seconds is not None else "window_seconds"
             raise DataError(f"split '{split}' of dataset '{dataset.name}': no clip has {window} frames "
-                            f"(data.window_seconds={cfg.window_seconds} at {dataset.fps:g} fps)")
+                            f"(data.{key}={getattr(cfg, key)} at {dataset.fps:g} fps)")
         for cache in self._features.values():  # in the main process, before workers fork
             cache.precompute(clip_ids)
         return WindowDataset(dataset, windows, fields=self.fields, num_refs=cfg.num_refs, train=train,
