@@ -72,6 +72,17 @@ def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_pa
     assert code == 0, err
 
 
+def test_last_checkpoint_is_the_last_epoch_when_the_best_is_earlier(capsys, tiny_corpus, runs, tmp_path):
+    # "best" = lowest epoch: epoch 0 stays best, so only the dedicated callback can move last.ckpt on
+    code, err = zoo(capsys, "fit", "--model", "lsp.apc", *SMOKE, runs, "logger=none", "model.hidden_size=32",
+                    "trainer=cpu", "trainer.max_epochs=2", "run.monitor=epoch", "run.monitor_mode=min")
+    assert code == 0, err
+    ckpts = tmp_path / "runs" / "lsp.apc" / "smoke" / "checkpoints"
+    (best,) = ckpts.glob("best-*.ckpt")
+    assert torch.load(best, weights_only=False)["epoch"] == 0
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["epoch"] == 1
+
+
 def test_resume_missing_checkpoint(capsys, runs, tmp_path):
     code, err = zoo(capsys, "fit", "--model", "lsp.apc", *SMOKE, runs, "--resume", str(tmp_path / "nope.ckpt"))
     assert code == 2 and err.strip() == f"error: --resume checkpoint not found: {tmp_path / 'nope.ckpt'}"

@@ -226,9 +226,15 @@ def _callbacks(run: Run, model_class: type, kit: Optional[Path] = None) -> list:
     if run.stage == "fit":
         monitor = cfg.run.monitor or model_class.monitor
         mode = cfg.run.monitor_mode if cfg.run.monitor else model_class.monitor_mode
-        callbacks.append(ModelCheckpoint(dirpath=run.run_dir / "checkpoints", save_last=True, monitor=monitor,
-                                         mode=mode, save_top_k=1 if monitor else 0,
-                                         filename="best-{epoch:03d}-{step}", auto_insert_metric_name=False))
+        checkpoints = run.run_dir / "checkpoints"
+        if monitor:
+            callbacks.append(ModelCheckpoint(dirpath=checkpoints, monitor=monitor, mode=mode, save_top_k=1,
+                                             filename="best-{epoch:03d}-{step}", auto_insert_metric_name=False))
+        # last.ckpt from its own callback, at every epoch's end (after its validation, with or without one):
+        # Lightning's save_last rewrites it only when a best file is saved, which leaves it at the best epoch
+        # (a stale resume point and a stale model).
+        callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,
+                                         save_on_train_epoch_end=True, enable_version_counter=False))
         if cfg.logger.name != "none":
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         if cfg.logger.log_videos and has_preview(model_class):
