@@ -10,7 +10,6 @@ validation epoch of a fit and sends them to the logger.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -20,7 +19,7 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
 
-from zoo.io.atomic import atomic_path
+from zoo.io.atomic import write_json
 from zoo.io.video import write_video
 from zoo.metrics.suite import MetricSuite
 from zoo.model import GeneratedClip, ZooModule, frames_to_float
@@ -51,11 +50,6 @@ def aggregate(records: list[dict]) -> dict[str, float]:
         values = [r["metrics"][name] for r in records if name in r["metrics"] and math.isfinite(r["metrics"][name])]
         result[name] = float(np.mean(values)) if values else float("nan")
     return result
-
-
-def atomic_write_json(path: Path, payload: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
 
 
 class ClipEvaluator(Callback):
@@ -146,7 +140,7 @@ class ClipEvaluator(Callback):
                                    "root": str(dataset.root)},
                        "metrics": self.suite.describe() if self.suite is not None and stage != "predict" else {},
                        **self.metadata}
-            atomic_write_json(self.run_dir / "results" / f"{stage}.json", payload)
+            write_json(self.run_dir / "results" / f"{stage}.json", payload, sort_keys=True)
         self.summary = summary
 
     def on_validation_epoch_end(self, trainer, pl_module):

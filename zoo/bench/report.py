@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
-from zoo.io.atomic import atomic_path
+from zoo.io.atomic import atomic_path, write_json
 from zoo.metrics.suite import higher_is_better
 
 COLUMN_ORDER = ("M-LMD", "F-LMD", "Sync_conf", "LSE-D", "SSIM[wang]", "SSIM[skimage-default]", "PSNR", "CPBD",
@@ -156,8 +155,7 @@ def write_files(payload: dict, out_dir: Path) -> list[Path]:
     """``leaderboard.{json,csv,md,png}`` in ``out_dir`` (each written atomically)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"leaderboard.{ext}" for ext in ("json", "csv", "md", "png")]
-    with atomic_path(paths[0]) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    write_json(paths[0], payload, sort_keys=True, default=str)
     write_csv(payload, paths[1])
     with atomic_path(paths[2]) as tmp:
         tmp.write_text(markdown(payload))

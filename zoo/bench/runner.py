@@ -25,7 +25,8 @@ from omegaconf import OmegaConf
 from zoo.bench.budget import Budget, load_budget
 from zoo.bench.provenance import git_commit
 from zoo.errors import ConfigError
-from zoo.evaluation import aggregate, atomic_write_json
+from zoo.evaluation import aggregate
+from zoo.io.atomic import write_json
 from zoo.metrics.suite import higher_is_better
 from zoo.model import TalkingHeadModel
 from zoo.registry import get_entry, list_models
@@ -177,9 +178,9 @@ class Bench:
                 checkpoint = run_dir / "checkpoints" / "last.ckpt"
             else:
                 checkpoint = best_checkpoint(run_dir)
-            atomic_write_json(marker, {"method": method, "identity": identity, "config_hash": digest,
-                                       "checkpoint": str(checkpoint), "train_seconds": round(seconds, 1),
-                                       "overrides": overrides})
+            write_json(marker, {"method": method, "identity": identity, "config_hash": digest,
+                                "checkpoint": str(checkpoint), "train_seconds": round(seconds, 1),
+                                "overrides": overrides}, sort_keys=True)
         self._trained[key] = json.loads(marker.read_text())
         return self._trained[key]
 
@@ -211,8 +212,8 @@ class Bench:
                           [*overrides, f"run.runs_dir={root}", f"run.name={run_dir.name}"],
                           ckpt=trained["checkpoint"] if trained else None)
             execute(run)
-            atomic_write_json(marker, {"cell": vars(cell), "config_hash": digest, "trained": trained,
-                                       "eval_seconds": round(time.time() - started, 1)})
+            write_json(marker, {"cell": vars(cell), "config_hash": digest, "trained": trained,
+                                "eval_seconds": round(time.time() - started, 1)}, sort_keys=True)
         record = json.loads(marker.read_text())
         record["results"] = json.loads((run_dir / "results" / "test.json").read_text())
         return record

@@ -39,8 +39,8 @@ class DataConfig:
     root: Optional[str] = None                      # prepared dataset directory (filled in for name=synth)
     window_seconds: Optional[float] = 2.0           # window length; None = whole clips
     train_stride_seconds: Optional[float] = None    # distance between train windows; None = window / 2
-    # validation window; None = window_seconds. Lets a model train on single frames and still validate (and
-    # preview) on video windows.
+    # window of the val split (data.val_split); None = window_seconds. Lets a model train on single frames and
+    # still validate (and preview) on video windows.
     val_window_seconds: Optional[float] = None
     fields: List[str] = field(default_factory=lambda: ["frames", "audio"])
     num_refs: int = 1                               # K reference frames per sample

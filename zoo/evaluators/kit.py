@@ -25,7 +25,7 @@ import torch
 
 from zoo.data.clip_format import open_dataset
 from zoo.errors import DataError
-from zoo.io.atomic import atomic_path
+from zoo.io.atomic import atomic_path, write_json
 from zoo.metrics.suite import Backbones, lpips_if_available
 from zoo.registry import create_model, get_entry
 from zoo.weights import sha256_of
@@ -104,12 +104,10 @@ def ensure_kit(data_root: str | Path, kit_dir: Optional[str | Path] = None, over
         if name not in models or not (target / models[name]["file"]).is_file():
             print(f"evaluator kit: training {name} on {dataset.name} {dataset.version}", flush=True)
             models[name] = _train(name, data_root, target, overrides)
-            with atomic_path(progress) as tmp:
-                tmp.write_text(json.dumps(models, indent=2))
+            write_json(progress, models)
     payload = {"kit_version": KIT_VERSION, "corpus": {"name": dataset.name, "version": dataset.version},
                "overrides": list(overrides), "models": models}
-    with atomic_path(manifest) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))
+    write_json(manifest, payload)
     return target
 
 

@@ -41,10 +41,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_json(path: str | os.PathLike, data) -> None:
-    """Write ``data`` as indented JSON (a trailing newline) to ``path`` atomically (benchmark results, reports)."""
+def write_json(path: str | os.PathLike, data, **dumps_options) -> None:
+    """Write ``data`` as indented JSON (a trailing newline) to ``path`` atomically; ``dumps_options`` go to
+    :func:`json.dumps` (e.g. ``sort_keys=True``)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, **dumps_options) + "\n")
 
 
 @contextmanager
