@@ -42,6 +42,14 @@ def test_staged_fit_writes_every_stage_and_the_assembled_model(trained, model):
     assert list((trained / "renderer" / "media" / "val").glob("*.mp4"))
 
 
+def test_assembled_renderer_is_the_weight_average(trained, model):
+    stage = torch.load(trained / "renderer" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    average, raw = stage["state_dict"], stage["current_model_state"]    # zoo.gan.ExponentialMovingAverage
+    key = next(k for k in average if k.startswith("generator.") and k.endswith("weight"))
+    assert not torch.equal(average[key], raw[key])
+    torch.testing.assert_close(model.renderer.state_dict()[key.removeprefix("generator.")], average[key])
+
+
 def test_rerun_skips_finished_stages_and_force_retrains(trained, capsys):
     runs = trained.parents[1]
     before = (trained / "mouth" / "stage.json").stat().st_mtime

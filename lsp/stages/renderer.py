@@ -17,7 +17,8 @@ from lsp.networks.renderer import Feature2FaceGenerator
 from lsp.stages.person import PersonStage
 from zoo.errors import ConfigError
 from zoo.metrics.functional import psnr
-from zoo.gan import GANLoss, MultiscaleDiscriminator, VGG19PerceptualLoss, feature_matching_loss
+from zoo.gan import (ExponentialMovingAverage, GANLoss, MultiscaleDiscriminator, VGG19PerceptualLoss,
+                     feature_matching_loss)
 from zoo.model import frames_to_float
 
 
@@ -43,6 +44,9 @@ class RendererConfig:
     lr: float = 2e-4                   # LSP: 1e-4 for 20 epochs at batch 1
     betas: tuple[float, float] = (0.5, 0.999)
     decay_fraction: float = 0.5        # LR constant, then linear to 0 over this last fraction (LSP: 10 + 10 epochs)
+    # Not in LSP: the renderer is the exponential moving average of the generator's weights, updated every batch
+    # (0: the last weights, as LSP). On ground-truth landmarks, same run: M-LMD 0.246 vs 0.270 (README).
+    ema_decay: float = 0.99
 
 
 class RendererStage(PersonStage):
@@ -73,6 +77,9 @@ class RendererStage(PersonStage):
             raise ConfigError(f"the renderer's {self.cfg.num_downs} levels need frames divisible by "
                               f"{2 ** self.cfg.num_downs}, the data has {size} px; set model.num_downs")
         super().setup(stage)
+
+    def configure_callbacks(self) -> list:
+        return [ExponentialMovingAverage(self.cfg.ema_decay)] if self.cfg.ema_decay > 0 else []
 
     def condition(self, landmarks2d: torch.Tensor, shoulders2d: torch.Tensor) -> torch.Tensor:
         """The generator input [N, 13, H, W] for N = B x T frames of landmarks [B, T, 68, 2], shoulders [B, T, 18, 2]."""

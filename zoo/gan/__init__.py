@@ -9,10 +9,12 @@ do -- in the generator, the loss weights and the choices exposed as arguments (G
 * :mod:`zoo.gan.discriminators`: :class:`NLayerDiscriminator`, :class:`MultiscaleDiscriminator`.
 * :mod:`zoo.gan.perceptual`: :class:`VGG19PerceptualLoss` (torchvision ImageNet VGG19 read through
   :mod:`zoo.weights`; kept out of its owner's checkpoints).
+* :mod:`zoo.gan.ema`: :class:`ExponentialMovingAverage`, the generator's weight average (a Lightning callback).
 """
 from zoo.gan.discriminators import MultiscaleDiscriminator, NLayerDiscriminator
+from zoo.gan.ema import ExponentialMovingAverage
 from zoo.gan.losses import GANLoss, feature_matching_loss
 from zoo.gan.perceptual import VGG19PerceptualLoss
 
-__all__ = ["GANLoss", "MultiscaleDiscriminator", "NLayerDiscriminator", "VGG19PerceptualLoss",
-           "feature_matching_loss"]
+__all__ = ["ExponentialMovingAverage", "GANLoss", "MultiscaleDiscriminator", "NLayerDiscriminator",
+           "VGG19PerceptualLoss", "feature_matching_loss"]
