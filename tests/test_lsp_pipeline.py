@@ -178,5 +178,6 @@ def test_quality_benchmark_reports_every_bar(trained, tmp_path):
     assert result["all_pass"] == all(b["pass"] for b in bars.values())
     marks = result["diagnosis"]["landmark_m_lmd"]
     assert marks["static"] > 0 and marks["ratio"] == pytest.approx(marks["lsp"] / marks["static"])
+    assert marks["lsp_true_pose"] > 0 and marks["detector_on_gt_frames"] > 0
     assert {"M-LMD[synth-landmarks]", "Sync_conf[synth-syncnet]"} <= set(result["diagnosis"]["renderer_gt_landmarks"])
 
