@@ -94,12 +94,11 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
         landmark_lmd["lsp_true_pose"].append(lmd(true_pose_landmarks(model, batch).double(), truth, "mouth"))
         static = batch["ref_landmarks2d"][:, :1].double().expand_as(truth)     # the static row's frame
         landmark_lmd["static"].append(lmd(static, truth, "mouth"))
-        frames = frames_to_float(batch["frames"]).flatten(0, 1)
-        detected = suite.backbones.landmarker(frames.mul(255).round().byte().permute(0, 2, 3, 1).numpy())
+        detected = suite.backbones.landmarker(batch["frames"].flatten(0, 1).permute(0, 2, 3, 1).numpy())
         landmark_lmd["detector_on_gt_frames"].append(
             lmd(torch.as_tensor(detected, dtype=torch.float64).reshape(b, t, 68, 2), truth, "mouth"))
         rendered = model.render_landmarks(batch["landmarks2d"].flatten(0, 1), batch["shoulders2d"].flatten(0, 1))
-        psnrs.append(psnr(rendered, frames))
+        psnrs.append(psnr(rendered, frames_to_float(batch["frames"]).flatten(0, 1)))
         suite_scores += suite.score(batch, rendered.reshape(b, t, *rendered.shape[1:]))
         windows += [(c, int(s)) for c, s in zip(batch["clip_id"], batch["start"])]
     generated, truth = torch.cat(generated_std).mean(0), torch.cat(true_std).mean(0)    # [6]

@@ -28,7 +28,6 @@ class ExponentialMovingAverage(WeightAveraging):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
-        self.decay = decay
         self._fitting = False
 
     def should_update(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
