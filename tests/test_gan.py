@@ -21,6 +21,8 @@ from zoo.gan import (
     NLayerDiscriminator,
     VGG19PerceptualLoss,
     feature_matching_loss,
+    region_box_mask,
+    region_l1_loss,
 )
 
 # Patch logits used for the hand-computed values: x = [0.5, -1, 2, 0].
@@ -141,6 +143,35 @@ def test_feature_matching_zero_for_identical_and_gradients_to_fake_only():
     loss.backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
     assert real.grad is None                                 # the real branch is detached
+
+
+def test_region_box_mask_covers_the_grown_box_of_each_image():
+    points = torch.tensor([[[10.0, 20.0], [30.0, 30.0]],                 # box 20 x 10 px, grown by 0.25 * 20 = 5
+                           [[40.2, 50.0], [40.2, 50.0]]])                 # one point: the pixel around it
+    mask = region_box_mask(points, 64, 64)
+    assert mask.shape == (2, 1, 64, 64) and set(mask.unique().tolist()) == {0.0, 1.0}
+    ys, xs = torch.nonzero(mask[0, 0], as_tuple=True)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (5, 35, 15, 35)
+    assert mask[0].sum() == 31 * 21
+    ys, xs = torch.nonzero(mask[1, 0], as_tuple=True)
+    assert set(xs.tolist()) == {40, 41} and set(ys.tolist()) == {50}
+    assert region_box_mask(points, 64, 64, margin=0.0)[0].sum() == 21 * 11
+
+
+def test_region_l1_is_the_mean_error_inside_each_box_and_ignores_the_rest():
+    real = torch.zeros(2, 3, 8, 8)
+    fake = real.clone()
+    fake[:, :, 6:, 6:] = 5.0                                              # outside both boxes: no loss
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, :, 0:2, 0:2] = 1                                              # 4 px with error 1
+    fake[0, :, 0:2, 0:2] = 1.0
+    mask[1, :, 2:6, 2:6] = 1                                              # 16 px, a quarter with error 2
+    fake[1, :, 2:4, 2:4] = 2.0
+    fake.requires_grad_(True)
+    loss = region_l1_loss(fake, real, mask)
+    assert loss.item() == pytest.approx((1.0 + 0.5) / 2)                 # images weigh the same whatever the area
+    loss.backward()
+    assert fake.grad[:, :, 6:, 6:].abs().sum() == 0
 
 
 # --- VGG19 perceptual loss ----------------------------------------------------------------------------------------

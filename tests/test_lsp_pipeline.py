@@ -38,6 +38,7 @@ def test_staged_fit_writes_every_stage_and_the_assembled_model(trained, model):
         assert (trained / key / "logs" / "version_0" / "metrics.csv").is_file()
     assert model.profile.fitted and int(model.profile.identity) == 0
     assert model.profile.candidates.shape == (4, 3, 64, 64) and model.profile.apc_base.shape[1] == 32
+    assert "train/g_mouth_l1" in (trained / "renderer" / "logs" / "version_0" / "metrics.csv").read_text()
     # each person stage logged a validation video with sound
     assert list((trained / "renderer" / "media" / "val").glob("*.mp4"))
 

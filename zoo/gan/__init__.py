@@ -5,7 +5,8 @@ adversarial loss, discriminator feature matching and a VGG perceptual loss. Keep
 (instead of one copy per method, as the original repositories do) means the methods differ only where their papers
 do -- in the generator, the loss weights and the choices exposed as arguments (GAN mode, norm, number of scales).
 
-* :mod:`zoo.gan.losses`: :class:`GANLoss` (LSGAN / hinge / vanilla), :func:`feature_matching_loss`.
+* :mod:`zoo.gan.losses`: :class:`GANLoss` (LSGAN / hinge / vanilla), :func:`feature_matching_loss`,
+  :func:`region_l1_loss` over a :func:`region_box_mask` (e.g. the mouth).
 * :mod:`zoo.gan.discriminators`: :class:`NLayerDiscriminator`, :class:`MultiscaleDiscriminator`.
 * :mod:`zoo.gan.perceptual`: :class:`VGG19PerceptualLoss` (torchvision ImageNet VGG19 read through
   :mod:`zoo.weights`; kept out of its owner's checkpoints).
@@ -13,8 +14,8 @@ do -- in the generator, the loss weights and the choices exposed as arguments (G
 """
 from zoo.gan.discriminators import MultiscaleDiscriminator, NLayerDiscriminator
 from zoo.gan.ema import ExponentialMovingAverage
-from zoo.gan.losses import GANLoss, feature_matching_loss
+from zoo.gan.losses import GANLoss, feature_matching_loss, region_box_mask, region_l1_loss
 from zoo.gan.perceptual import VGG19PerceptualLoss
 
 __all__ = ["ExponentialMovingAverage", "GANLoss", "MultiscaleDiscriminator", "NLayerDiscriminator",
-           "VGG19PerceptualLoss", "feature_matching_loss"]
+           "VGG19PerceptualLoss", "feature_matching_loss", "region_box_mask", "region_l1_loss"]
