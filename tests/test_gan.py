@@ -172,6 +172,8 @@ def test_region_l1_is_the_mean_error_inside_each_box_and_ignores_the_rest():
     assert loss.item() == pytest.approx((1.0 + 0.5) / 2)                 # images weigh the same whatever the area
     loss.backward()
     assert fake.grad[:, :, 6:, 6:].abs().sum() == 0
+    mask[1] = 0                                                           # an empty region contributes 0, not NaN
+    assert region_l1_loss(fake, real, mask).item() == pytest.approx(1.0 / 2)
 
 
 # --- VGG19 perceptual loss ----------------------------------------------------------------------------------------

@@ -116,7 +116,8 @@ class RendererStage(PersonStage):
                   "l1": F.l1_loss(fake, real) * cfg.lambda_l1,
                   "feat": feature_matching_loss(fake_outputs, real_outputs) * cfg.lambda_feat}
         if cfg.lambda_mouth_l1 > 0:
-            mouth = region_box_mask(batch["landmarks2d"].flatten(0, 1)[:, LANDMARK_REGIONS["mouth"]].float(), *real.shape[-2:])
+            lips = batch["landmarks2d"].flatten(0, 1)[:, LANDMARK_REGIONS["mouth"]].float()     # [N, 20, 2]
+            mouth = region_box_mask(lips, *real.shape[-2:])
             losses["mouth_l1"] = region_l1_loss(fake, real, mouth) * cfg.lambda_mouth_l1
         if self.perceptual is not None:
             losses["vgg"] = self.perceptual(fake, real) * cfg.lambda_vgg

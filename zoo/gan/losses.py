@@ -148,7 +148,8 @@ def region_box_mask(points: Tensor, height: int, width: int, margin: float = 0.2
         height, width: the image size.
 
     Returns:
-        float [N, 1, height, width]: 1 inside the box, 0 outside (at least the pixel nearest the box centre).
+        float [N, 1, height, width]: 1 on the pixels whose centres lie in the box (its edges rounded outwards, so a
+        box around one point covers the 1-4 pixels around it), 0 elsewhere.
     """
     low, high = points.amin(dim=1), points.amax(dim=1)                                  # [N, 2]
     grow = margin * (high - low).amax(dim=1, keepdim=True)
@@ -167,7 +168,9 @@ def region_l1_loss(fake: Tensor, real: Tensor, mask: Tensor) -> Tensor:
     so the region that carries the speech is learnt early (Wav2Lip, PC-AVS and others weight the lower face).
 
     Args:
-        fake, real: [N, C, H, W]; mask: [N, 1, H, W] in {0, 1} with a non-empty region per image.
+        fake, real: [N, C, H, W]; mask: [N, 1, H, W] in {0, 1}. An image whose region is empty (e.g. a box outside
+            the frame) contributes 0.
     """
-    per_image = ((fake - real).abs() * mask).sum(dim=(1, 2, 3)) / (mask.sum(dim=(1, 2, 3)) * fake.shape[1])
+    area = mask.sum(dim=(1, 2, 3)).clamp(min=1.0) * fake.shape[1]
+    per_image = ((fake - real).abs() * mask).sum(dim=(1, 2, 3)) / area
     return per_image.mean()
