@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import WeightAveraging
+from pytorch_lightning.trainer.states import TrainerFn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 __all__ = ["ExponentialMovingAverage"]
@@ -28,7 +29,6 @@ class ExponentialMovingAverage(WeightAveraging):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
-        self._fitting = False
 
     def should_update(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
         return step_idx is not None
@@ -37,10 +37,10 @@ class ExponentialMovingAverage(WeightAveraging):
     # buffers are sized from the data there (LSP's person profile) would be copied empty. Copy it once it has set
     # itself up: before a checkpoint is restored into it, or when the fit starts.
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._fitting = stage == "fit"
+        pass
 
     def _create_average(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._average_model is None and self._fitting:
+        if self._average_model is None and trainer.state.fn == TrainerFn.FITTING:
             super().setup(trainer, pl_module, "fit")
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]

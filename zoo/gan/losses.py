@@ -164,8 +164,8 @@ def region_box_mask(points: Tensor, height: int, width: int, margin: float = 0.2
 def region_l1_loss(fake: Tensor, real: Tensor, mask: Tensor) -> Tensor:
     """L1 averaged over the masked pixels only (each image's region weighs the same whatever its area).
 
-    A whole-image L1 spends ~1-3 % of its gradient on a 128 px face's mouth; talking-head generators add this term
-    so the region that carries the speech is learnt early (Wav2Lip, PC-AVS and others weight the lower face).
+    A whole-image L1 spends ~1-3 % of its gradient on a 128 px frame's mouth; this term makes the region that
+    carries the speech weigh as much as the whole frame, whatever its size.
 
     Args:
         fake, real: [N, C, H, W]; mask: [N, 1, H, W] in {0, 1}. An image whose region is empty (e.g. a box outside
