@@ -1,11 +1,14 @@
 """TalkingHeadDataModule: batch shapes and dtypes, audio/feature alignment, references, determinism, workers."""
 from __future__ import annotations
 
+import multiprocessing.forkserver
+
 import numpy as np
 import pytest
 import torch
 
 from zoo.data import DataConfig, TalkingHeadDataModule, open_dataset
+from zoo.data.datamodule import FORKSERVER_PRELOAD
 from zoo.data.fake import write_fake_dataset
 from zoo.data.features import log_mel, mfcc
 from zoo.errors import DataError
@@ -135,6 +138,9 @@ def test_workers_give_the_same_eval_batches(root):
     serial = list(make(root, num_workers=0, **common).test_dataloader())
     loader = make(root, num_workers=2, **common).test_dataloader()
     assert loader.persistent_workers
+    # Workers fork from a forkserver that has already imported the data stack (not each importing it again).
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    assert set(FORKSERVER_PRELOAD) <= set(multiprocessing.forkserver._forkserver._preload_modules)
     parallel = list(loader)
     assert len(serial) == len(parallel) == 4
     for x, y in zip(serial, parallel):
