@@ -15,9 +15,12 @@ same windows for what the suite does not measure:
 
 It also splits the first two bars into their causes (``diagnosis``): M-LMD measured on the landmarks themselves
 (against the true ones: what a perfect renderer and detector would score) for LSP's predicted landmarks, for its
-mouths under the true head poses, and for the ``static`` row's reference frame; the evaluator's own mouth error
-(its landmarks of the ground-truth frames against the true ones); and M-LMD / Sync_conf of the renderer driven by
-the ground-truth landmarks.
+mouths under the true head poses, for the ``static`` row's reference frame and, on the synthetic corpus, for the
+``audio_only_floor``: the same clips with the mouth their phonemes and loudness alone determine (the speaking
+style's smile, lip-corner and mouth-gain offsets removed, :func:`zoo.synth.styles.without_style`), the error left
+to a model that reads the phonemes perfectly but cannot hear the style; the evaluator's own mouth error (its
+landmarks of the ground-truth frames against the true ones); and M-LMD / Sync_conf of the renderer driven by the
+ground-truth landmarks.
 
 ``key=value`` overrides go to every run (e.g. ``data=folder data.root=...``). Writes the JSON atomically.
 """
@@ -42,6 +45,9 @@ from zoo.io.atomic import write_json  # noqa: E402
 from zoo.metrics.functional import lmd, psnr  # noqa: E402
 from zoo.model import frames_to_float  # noqa: E402
 from zoo.predict import resolve_checkpoint  # noqa: E402
+from zoo.synth.config import coerce, config_hash  # noqa: E402
+from zoo.synth.corpus import DATASET_NAME, generate_clip  # noqa: E402
+from zoo.synth.styles import get_style, without_style  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lsp_quality.json"
 SUITE_METRICS = ["lmd", "sync"]          # the suite metrics the bars need (the leaderboard runs all of them)
@@ -69,6 +75,19 @@ def true_pose_landmarks(model: LSP, batch: dict) -> torch.Tensor:
     return torch.stack(landmarks)
 
 
+def audio_only_landmarks(dataset, clip_id: str) -> torch.Tensor | None:
+    """A synthetic clip's landmarks2d [T, 68, 2] regenerated with its style taken off the face (see the module
+    docstring); None for other datasets, or a corpus this generator version does not reproduce."""
+    if dataset.name != DATASET_NAME:
+        return None
+    cfg, meta = coerce(dataset.info["config"]), dataset.clip(clip_id).meta
+    if meta.get("corpus_version") != config_hash(cfg):
+        return None
+    clip = generate_clip(cfg, meta["identity"], meta["style"], meta["intensity"], meta["clip_seed"], render=False,
+                         expression_style=without_style(get_style(meta["style"])))
+    return torch.from_numpy(clip["landmarks2d"])
+
+
 @torch.no_grad()
 def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Sequence[str]) -> dict:
     """Head-pose std of generated vs ground-truth windows, landmark-level M-LMD, and the renderer on ground-truth
@@ -83,7 +102,8 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
     datamodule.setup("test")
     suite = build_metric_suite(run.cfg, datamodule)
     generated_std, true_std, psnrs, windows, suite_scores = [], [], [], [], []
-    landmark_lmd = {"lsp": [], "lsp_true_pose": [], "static": [], "detector_on_gt_frames": []}
+    landmark_lmd = {"lsp": [], "lsp_true_pose": [], "static": [], "audio_only_floor": [], "detector_on_gt_frames": []}
+    audio_only: dict[str, torch.Tensor | None] = {}
     for batch in datamodule.test_dataloader():
         clip = model.generate(batch)
         generated_std.append(clip.pose.std(dim=1))                     # [B, 6]: over each window's frames
@@ -94,6 +114,12 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
         landmark_lmd["lsp_true_pose"].append(lmd(true_pose_landmarks(model, batch).double(), truth, "mouth"))
         static = batch["ref_landmarks2d"][:, :1].double().expand_as(truth)     # the static row's frame
         landmark_lmd["static"].append(lmd(static, truth, "mouth"))
+        for i, (clip_id, start) in enumerate(zip(batch["clip_id"], batch["start"].tolist())):
+            if clip_id not in audio_only:
+                audio_only[clip_id] = audio_only_landmarks(datamodule.dataset, clip_id)
+            if audio_only[clip_id] is not None:
+                floor = audio_only[clip_id][start:start + t].double()
+                landmark_lmd["audio_only_floor"].append(lmd(floor[None], truth[i:i + 1], "mouth"))
         detected = suite.backbones.landmarker(batch["frames"].flatten(0, 1).permute(0, 2, 3, 1).numpy())
         landmark_lmd["detector_on_gt_frames"].append(
             lmd(torch.as_tensor(detected, dtype=torch.float64).reshape(b, t, 68, 2), truth, "mouth"))
@@ -103,7 +129,7 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
         windows += [(c, int(s)) for c, s in zip(batch["clip_id"], batch["start"])]
     generated, truth = torch.cat(generated_std).mean(0), torch.cat(true_std).mean(0)    # [6]
     ratio = generated / truth
-    landmark_means = {name: float(torch.cat(v).mean()) for name, v in landmark_lmd.items()}
+    landmark_means = {name: float(torch.cat(v).mean()) if v else None for name, v in landmark_lmd.items()}
     return {"windows": windows, "window_seconds": run.cfg.data.window_seconds,
             "pose_std": {"generated": generated.tolist(), "ground_truth": truth.tolist(), "ratio": ratio.tolist(),
                          "mean_ratio": float(ratio.mean()), "dimensions": ["rx", "ry", "rz", "tx", "ty", "tz"]},
@@ -166,8 +192,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for name, b in bars.items():
         print(f"{name:32s} {b['value']:>9.4f}  (bar {b['threshold']}): {'pass' if b['pass'] else 'FAIL'}")
     marks = own["landmark_m_lmd"]
+    floor = marks["audio_only_floor"]
     print(f"landmark-level M-LMD: LSP {marks['lsp']:.3f} ({marks['lsp_true_pose']:.3f} under the true poses), static "
-          f"{marks['static']:.3f} (ratio {marks['ratio']:.3f}); the detector on ground-truth frames "
+          f"{marks['static']:.3f} (ratio {marks['ratio']:.3f})" + (f", audio-only floor {floor:.3f}" if floor else "") +
+          f"; the detector on ground-truth frames "
           f"{marks['detector_on_gt_frames']:.3f}; renderer on ground-truth landmarks: " +
           ", ".join(f"{k} {v:.3f}" for k, v in own["renderer_gt_landmarks"].items()))
     return result

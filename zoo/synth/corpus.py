@@ -14,6 +14,7 @@ import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from zoo.synth.head_motion import head_pose
 from zoo.synth.identity import Identity, make_identity
 from zoo.synth.render import Renderer
 from zoo.synth.script import frame_phonemes, make_script, prosody
-from zoo.synth.styles import expression_track, get_style, intensity_level
+from zoo.synth.styles import Style, expression_track, get_style, intensity_level
 
 DATASET_NAME = "synth"
 _EXP_FLAT = E.EXP_BASIS.reshape(E.N_EXPRESSION, -1)  # [64, N_POINTS * 3]
@@ -51,7 +52,7 @@ def _r(x, nd: int = 5):
 
 
 def generate_clip(cfg: SynthConfig, identity: int, style: int, intensity: int, clip_seed: int, *,
-                  render: bool = True) -> dict:
+                  render: bool = True, expression_style: Optional[Style] = None) -> dict:
     """Generate one clip in memory.
 
     Returns a dict with ``frames`` uint8 [T, S, S, 3] RGB (None when render=False), ``audio`` float32 [N],
@@ -59,6 +60,10 @@ def generate_clip(cfg: SynthConfig, identity: int, style: int, intensity: int, c
     [T,6], ``expression`` [T,64], ``phoneme`` [T] int16, ``shoulders2d`` [T,18,2], ``shoulders3d`` [T,18,3]
     (camera space, metres), and ``meta`` (JSON-serialisable: identity, style, intensity, identity_coeffs,
     intrinsics, fps, sample_rate, the exact phone segments, pitch accents, phrases and blinks, ...).
+
+    ``expression_style`` replaces the style in the face's expression track only: the same clip (script, audio,
+    head motion, speaking rate) with another face, e.g. :func:`~zoo.synth.styles.without_style` for the part of
+    the mouth that the phonemes and loudness alone determine.
     """
     cfg = coerce(cfg)
     validate(cfg)
@@ -82,7 +87,7 @@ def generate_clip(cfg: SynthConfig, identity: int, style: int, intensity: int, c
 
     t = (np.arange(n_frames) + 0.5) / cfg.fps  # frame centres
     _, loud = prosody(script, t)
-    exp, blinks = expression_track(script, t, st, alpha, loud, person.articulation, person.personal_bias,
+    exp, blinks = expression_track(script, t, expression_style or st, alpha, loud, person.articulation, person.personal_bias,
                                    person.blink_factor, rng_face)
     exp = E.resolve_contacts(person.shape, exp)
     pose = head_pose(script, t, person.person, 1.0 + alpha * (st.head_energy - 1.0), rng_head)

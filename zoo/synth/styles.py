@@ -8,7 +8,7 @@ procedurally from a fixed seed, so style k means the same thing in every corpus.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
@@ -82,6 +82,14 @@ def get_style(k: int) -> Style:
     rng = np.random.default_rng([11, k])
     style.micro = rng.normal(0.0, 0.5 if k else 0.15, len(E.MICRO_DIMS))
     return style
+
+
+def without_style(style: Style) -> Style:
+    """``style`` with no effect on the face but its blinks: no offsets, gestures, loudness coupling, mouth gain or
+    bias, micro signature or random activity. The mouth is then the phonemes' and loudness' alone (with the
+    identity's own articulation and resting bias, which :func:`expression_track` adds for any style)."""
+    return replace(style, offset={}, accent={}, loud={}, mouth_gain=1.0, mouth_bias={}, wobble=0.0,
+                   micro=np.zeros_like(style.micro))
 
 
 def intensity_level(i: int, levels: int) -> float:
