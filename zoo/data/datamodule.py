@@ -64,8 +64,8 @@ def _worker_init(_: int) -> None:
 
 # What the forkserver imports once, before it forks any worker: otherwise every worker imports torch and the data
 # stack itself, 10-13 s before a loader's first batch on 2 cores, for each of the 8 loaders of `zoo fit --model lsp`
-# (0.8 s with this). "__main__" is the forkserver's own default. Importing does not start thread pools, so the
-# server stays safe to fork.
+# (0.8 s with this). "__main__" is the forkserver's own default. The imports start idle thread pools (OpenBLAS,
+# OpenCV) in the server, but it never computes, so no lock is held when it forks (160 worker forks in a row ran).
 FORKSERVER_PRELOAD = ("__main__", "torch", "zoo.data.datamodule")
 
 

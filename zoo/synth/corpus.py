@@ -87,8 +87,8 @@ def generate_clip(cfg: SynthConfig, identity: int, style: int, intensity: int, c
 
     t = (np.arange(n_frames) + 0.5) / cfg.fps  # frame centres
     _, loud = prosody(script, t)
-    exp, blinks = expression_track(script, t, expression_style or st, alpha, loud, person.articulation, person.personal_bias,
-                                   person.blink_factor, rng_face)
+    exp, blinks = expression_track(script, t, expression_style or st, alpha, loud, person.articulation,
+                                   person.personal_bias, person.blink_factor, rng_face)
     exp = E.resolve_contacts(person.shape, exp)
     pose = head_pose(script, t, person.person, 1.0 + alpha * (st.head_energy - 1.0), rng_head)
 
