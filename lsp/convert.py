@@ -357,6 +357,9 @@ def load_official_into(model_components: Mapping[str, nn.Module],
     loaded = []
     for name in sorted(set(model_components) & set(converted)):
         module = model_components[name]
+        if isinstance(module, Feature2FaceGenerator) and module.input_skip:
+            raise WeightsError(f"converted LSP {name} weights: the official Feature2Face has no input skip; build "
+                               "the renderer with input_skip=False (model.renderer.input_skip=false)")
         expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         sd = _match(dict(converted[name]), expected, f"converted LSP {name} weights vs {type(module).__name__}")
         module.load_state_dict(sd, strict=True)

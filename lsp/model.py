@@ -65,7 +65,7 @@ class LSP(TalkingHeadModel):
                                        residual_blocks=hp.residual_blocks, dilation_channels=hp.dilation_channels,
                                        residual_channels=hp.residual_channels, skip_channels=hp.skip_channels)
         self.renderer = Feature2FaceGenerator(13, 3, cfg.renderer.num_downs, cfg.renderer.ngf,
-                                              cfg.renderer.blocks_per_level)
+                                              cfg.renderer.blocks_per_level, cfg.renderer.input_skip)
         self.profile = PersonProfile()
         self.requires_grad_(False)
 

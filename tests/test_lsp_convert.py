@@ -188,3 +188,11 @@ def test_load_official_into_checks_the_module(tmp_path, mouth_sd):
     _one_line_error(lambda: load_official_into({"mouth": Audio2Mouth(num_points=20)}, converted),
                     "converted LSP mouth", "shape mismatch fc.6.weight")
     assert load_official_into({"renderer": Feature2FaceGenerator(**SMALL_RENDERER)}, converted) == []
+
+
+def test_official_renderer_needs_the_lsp_output_layer(tmp_path):
+    converted = {"renderer": Feature2FaceGenerator(**SMALL_RENDERER).state_dict()}
+    skip = Feature2FaceGenerator(**SMALL_RENDERER, input_skip=True)
+    _one_line_error(lambda: load_official_into({"renderer": skip}, converted), "converted LSP renderer",
+                    "model.renderer.input_skip=false")
+    assert load_official_into({"renderer": Feature2FaceGenerator(**SMALL_RENDERER)}, converted) == ["renderer"]

@@ -8,7 +8,7 @@ import torch
 
 from lsp.networks.audio2mouth import Audio2Mouth, pair_frames
 from lsp.networks.headpose import Audio2Headpose, HeadposeSampler, gaussian_nll, sample
-from lsp.networks.renderer import Feature2FaceGenerator
+from lsp.networks.renderer import Feature2FaceGenerator, ResUNetLevel
 
 # Small head-pose net: receptive field 1 + 2 * (1 + 2 + 4) = 15 frames.
 SMALL_HP = {"apc_dim": 4, "cond_channels": 8, "input_channels": 3, "output_channels": 7, "residual_layers": 3,
@@ -201,3 +201,22 @@ def test_renderer_official_channels():
         level = subs[0]
     assert inner == [64, 128, 256, 512, 512, 512, 512, 512]
     assert net.model.model[0].in_channels == 13 and net.model.model[-1].out_channels == 3
+
+
+def test_renderer_input_skip_wires_the_input_to_the_last_conv():
+    torch.manual_seed(0)
+    net = Feature2FaceGenerator(num_downs=5, ngf=4, blocks_per_level=1, input_skip=True).eval()
+    up_channels = 2 * 4                                   # the outermost level's upsampled features
+    assert net.model.output_conv.weight.shape == (3, up_channels + 13, 3, 3)
+    assert "model.output_conv.weight" in net.state_dict() and "model.model.5.weight" not in net.state_dict()
+    # only the centre tap on the edge-map channel: the frame is tanh(edge map) at full resolution
+    with torch.no_grad():
+        net.model.output_conv.weight.zero_()
+        net.model.output_conv.weight[:, up_channels, 1, 1] = 1
+    x = torch.rand(1, 13, 64, 64) * 2 - 1
+    torch.testing.assert_close(net(x), torch.tanh(x[:, :1]).expand(-1, 3, -1, -1))
+
+
+def test_renderer_input_skip_is_outermost_only():
+    with pytest.raises(ValueError, match="outermost"):
+        ResUNetLevel(4, 8, input_skip=True)

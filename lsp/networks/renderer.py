@@ -51,10 +51,13 @@ class ResUNetLevel(nn.Module):
         submodule: the next inner level; ``None`` makes this the innermost level.
         blocks: residual blocks per side.
         outermost: no skip concatenation, no norm/activation/residual blocks after the final conv.
+        input_skip: outermost only, not in LSP: the final conv also sees this level's input (see
+            :class:`Feature2FaceGenerator`); it then lives in ``output_conv`` instead of the Sequential.
     """
 
     def __init__(self, outer_nc: int, inner_nc: int, input_nc: int | None = None,
-                 submodule: ResUNetLevel | None = None, blocks: int = 2, outermost: bool = False):
+                 submodule: ResUNetLevel | None = None, blocks: int = 2, outermost: bool = False,
+                 input_skip: bool = False):
         super().__init__()
         self.outermost = outermost
         innermost = submodule is None
@@ -66,7 +69,14 @@ class ResUNetLevel(nn.Module):
             layers.append(submodule)
         # The inner level returns its input concatenated to its output, hence twice the channels.
         up_in = inner_nc if innermost else 2 * inner_nc
-        layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(up_in, outer_nc, 3, 1, 1, bias=False)]
+        layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        self.output_conv = None
+        if input_skip:
+            if not outermost:
+                raise ValueError("input_skip applies to the outermost level only")
+            self.output_conv = nn.Conv2d(up_in + (input_nc or outer_nc), outer_nc, 3, 1, 1, bias=False)
+        else:
+            layers.append(nn.Conv2d(up_in, outer_nc, 3, 1, 1, bias=False))
         if not outermost:
             layers += [nn.BatchNorm2d(outer_nc), nn.ReLU()] + [ResidualBlock(outer_nc) for _ in range(blocks)]
         self.model = nn.Sequential(*layers)
@@ -74,6 +84,8 @@ class ResUNetLevel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """float [B, input_nc, H, W] -> [B, outer_nc, H, W] (outermost) or [B, input_nc + outer_nc, H, W]."""
         y = self.model(x)
+        if self.output_conv is not None:
+            return self.output_conv(torch.cat([y, x], dim=1))
         return y if self.outermost else torch.cat([x, y], dim=1)
 
 
@@ -86,23 +98,27 @@ class Feature2FaceGenerator(nn.Module):
         num_downs: levels (8 at 512x512); H and W must be divisible by ``2**num_downs``.
         ngf: channels of the outermost level (64).
         blocks_per_level: residual blocks per side per level (2 = ``large``, 1 = ``normal``).
+        input_skip: not in LSP: the last conv sees the input next to the upsampled features. LSP's frame comes
+            from features at half its resolution (stride-2 first conv, no skip at the outermost level); at 128 px
+            the lips are ~5 px tall, and the skip hands the full-resolution edge map to the output directly.
+            Changes the last conv's key (``model.output_conv``) and shape: off for the official checkpoints.
     """
 
     def __init__(self, input_nc: int = 13, output_nc: int = 3, num_downs: int = 8, ngf: int = 64,
-                 blocks_per_level: int = 2):
+                 blocks_per_level: int = 2, input_skip: bool = False):
         super().__init__()
         if num_downs < 2:
             raise ValueError(f"Feature2FaceGenerator needs num_downs >= 2, got {num_downs}")
         if blocks_per_level < 1:
             raise ValueError(f"blocks_per_level must be >= 1, got {blocks_per_level}")
         self.input_nc, self.output_nc, self.num_downs = input_nc, output_nc, num_downs
-        self.ngf, self.blocks_per_level = ngf, blocks_per_level
+        self.ngf, self.blocks_per_level, self.input_skip = ngf, blocks_per_level, input_skip
         inner = [ngf * min(2 ** i, 8) for i in range(num_downs)]
         level = ResUNetLevel(inner[-2], inner[-1], blocks=blocks_per_level)  # innermost
         for i in range(num_downs - 2, 0, -1):
             level = ResUNetLevel(inner[i - 1], inner[i], submodule=level, blocks=blocks_per_level)
         self.model = ResUNetLevel(output_nc, inner[0], input_nc=input_nc, submodule=level, blocks=blocks_per_level,
-                                  outermost=True)
+                                  outermost=True, input_skip=input_skip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """float [B, input_nc, H, W] in [-1, 1] -> [B, output_nc, H, W] in [-1, 1].
