@@ -21,8 +21,8 @@ short warm-up stream. Reported per run:
   frame.
 
 Model: the DEFAULT :class:`lsp.model.LSPConfig` architecture (APC 3 x 512 GRU, 3-layer mouth LSTM, 2 x 7 WaveNet,
-renderer ngf 32, 1 block per level) with ``num_downs = log2(size) - 1`` renderer levels (2 x 2 innermost), plus
-the paper's renderer (ngf 64, 2 blocks per level, 8 levels) at 512 as a separate row. **Weights are random**
+renderer ngf 16, 1 block per level, input skip) with ``num_downs = log2(size) - 1`` renderer levels (2 x 2
+innermost), plus the paper's renderer (ngf 64, 2 blocks per level, 8 levels, no input skip) at 512 as a separate row. **Weights are random**
 (seeded): the amount of computation does not depend on their values, only on the architecture. The person profile
 is realistic: fitted by hand, as :meth:`lsp.person.PersonProfile.fit` would, from one in-memory synthetic clip of
 identity 0 at that size (mean face, mouth scale, 10 s blink track, head-state statistics, shoulders, camera, the 4
@@ -72,7 +72,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lsp_streaming.json"
 FPS = 25.0
 SAMPLE_RATE = 16000
 APC_BASE_SIZE = 2000
-PAPER_RENDERER = {"ngf": 64, "blocks_per_level": 2, "num_downs": 8}
+PAPER_RENDERER = {"ngf": 64, "blocks_per_level": 2, "num_downs": 8, "input_skip": False}
 
 
 # ------------------------------------------------------------------------------------------------ setup
@@ -122,15 +122,15 @@ def renderer_settings(size: int, paper: bool = False) -> dict:
     if paper:
         return dict(PAPER_RENDERER)
     cfg = LSPConfig().renderer
-    return {"ngf": cfg.ngf, "blocks_per_level": cfg.blocks_per_level, "num_downs": int(math.log2(size)) - 1}
+    return {"ngf": cfg.ngf, "blocks_per_level": cfg.blocks_per_level, "num_downs": int(math.log2(size)) - 1,
+            "input_skip": cfg.input_skip}
 
 
 def build_model(size: int, data: dict, device: torch.device, renderer: dict, precision: str) -> LSP:
     """The default LSP architecture with the given renderer settings, random weights, a filled profile."""
     cfg = LSPConfig()
-    cfg.renderer.ngf = renderer["ngf"]
-    cfg.renderer.blocks_per_level = renderer["blocks_per_level"]
-    cfg.renderer.num_downs = renderer["num_downs"]
+    for key, value in renderer.items():
+        setattr(cfg.renderer, key, value)
     torch.manual_seed(0)
     model = LSP(cfg)
     fill_profile(model.profile, data)
