@@ -203,16 +203,18 @@ def test_renderer_official_channels():
     assert net.model.model[0].in_channels == 13 and net.model.model[-1].out_channels == 3
 
 
-def test_renderer_input_skip_wires_the_input_to_the_last_conv():
+def test_renderer_input_skip_adds_a_conv_of_the_input_to_the_output():
     torch.manual_seed(0)
     net = Feature2FaceGenerator(num_downs=5, ngf=4, blocks_per_level=1, input_skip=True).eval()
-    up_channels = 2 * 4                                   # the outermost level's upsampled features
-    assert net.model.output_conv.weight.shape == (3, up_channels + 13, 3, 3)
-    assert "model.output_conv.weight" in net.state_dict() and "model.model.5.weight" not in net.state_dict()
-    # only the centre tap on the edge-map channel: the frame is tanh(edge map) at full resolution
+    official = Feature2FaceGenerator(num_downs=5, ngf=4, blocks_per_level=1).state_dict()
+    keys = net.state_dict()
+    assert set(keys) - set(official) == {"model.input_conv.weight"} and set(official) <= set(keys)
+    assert keys["model.input_conv.weight"].shape == (3, 13, 3, 3)
+    # silence the U-Net's last conv, keep the centre tap on the edge-map channel: the frame is tanh(edge map)
     with torch.no_grad():
-        net.model.output_conv.weight.zero_()
-        net.model.output_conv.weight[:, up_channels, 1, 1] = 1
+        net.model.model[-1].weight.zero_()
+        net.model.input_conv.weight.zero_()
+        net.model.input_conv.weight[:, 0, 1, 1] = 1
     x = torch.rand(1, 13, 64, 64) * 2 - 1
     torch.testing.assert_close(net(x), torch.tanh(x[:, :1]).expand(-1, 3, -1, -1))
 
