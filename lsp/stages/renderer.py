@@ -53,7 +53,7 @@ class RendererConfig:
     # (0: the last weights, as LSP). On ground-truth landmarks, same run: M-LMD 0.246 vs 0.270 (README).
     ema_decay: float = 0.99
     # Not in LSP: the last conv also sees the full-resolution input (the edge map), not only features at half the
-    # frame's resolution. On ground-truth landmarks, two runs each: M-LMD 0.241 / 0.236 vs 0.277 / 0.263 (README).
+    # frame's resolution. On ground-truth landmarks: M-LMD 0.234 (0.241 in the concatenated form) vs 0.277 / 0.263.
     # The official Feature2Face.pkl has no such conv: load it with input_skip false.
     input_skip: bool = True
 
