@@ -222,3 +222,14 @@ def test_renderer_input_skip_adds_a_conv_of_the_input_to_the_output():
 def test_renderer_input_skip_is_outermost_only():
     with pytest.raises(ValueError, match="outermost"):
         ResUNetLevel(4, 8, input_skip=True)
+
+
+def test_input_skip_reaches_the_stage_and_the_assembled_model():
+    from lsp.model import LSP, LSPConfig
+    from lsp.stages.renderer import RendererConfig, RendererStage
+    stage = RendererStage(RendererConfig(input_skip=True, ngf=4, num_downs=5))
+    cfg = LSPConfig(renderer=RendererConfig(input_skip=True, ngf=4, num_downs=5))
+    assembled = LSP(cfg).renderer.state_dict()
+    trained = {k[len("generator."):]: v for k, v in stage.state_dict().items() if k.startswith("generator.")}
+    assert "model.input_conv.weight" in trained and trained.keys() == assembled.keys()
+    assert "model.input_conv.weight" not in LSP(LSPConfig()).renderer.state_dict()     # LSP's layout by default

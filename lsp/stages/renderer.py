@@ -52,10 +52,11 @@ class RendererConfig:
     # Not in LSP: the renderer is the exponential moving average of the generator's weights, updated every batch
     # (0: the last weights, as LSP). On ground-truth landmarks, same run: M-LMD 0.246 vs 0.270 (README).
     ema_decay: float = 0.99
-    # Not in LSP: the last conv also sees the full-resolution input (the edge map), not only features at half the
-    # frame's resolution. On ground-truth landmarks: M-LMD 0.234 (0.241 in the concatenated form) vs 0.277 / 0.263.
-    # The official Feature2Face.pkl has no such conv: load it with input_skip false.
-    input_skip: bool = True
+    # Not in LSP (opt-in): a conv of the full-resolution input (the edge map) is added to the frame, which LSP
+    # builds from features at half its resolution. Mixed on ground-truth landmarks (README, method notes): identity
+    # 0 M-LMD 0.234 vs 0.277 / 0.263, identity 1 0.285 vs 0.214 (Sync_conf 2.42 vs 4.44). The official
+    # Feature2Face.pkl has no such conv.
+    input_skip: bool = False
 
 
 class RendererStage(PersonStage):
