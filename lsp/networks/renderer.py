@@ -94,11 +94,11 @@ class Feature2FaceGenerator(nn.Module):
         num_downs: levels (8 at 512x512); H and W must be divisible by ``2**num_downs``.
         ngf: channels of the outermost level (64).
         blocks_per_level: residual blocks per side per level (2 = ``large``, 1 = ``normal``).
-        input_skip: not in LSP: a 3x3 conv of the input is added to the last conv's output (the same function as
-            one conv over the upsampled features and the input together, at about half its extra CPU cost). LSP's frame comes from
-            features at half its resolution (stride-2 first conv, no skip at the outermost level); at 128 px the
-            lips are ~5 px tall, and the skip hands the full-resolution edge map to the output directly. Adds the
-            key ``model.input_conv.weight``: off for the official checkpoints.
+        input_skip: not in LSP (opt-in): a 3x3 conv of the input is added to the last conv's output (the same
+            function as one conv over the upsampled features and the input together, at about half its extra CPU
+            cost). LSP's frame comes from features at half its resolution (stride-2 first conv, no skip at the
+            outermost level); at 128 px the lips are ~5 px tall, and the skip hands the full-resolution edge map to
+            the output directly. Adds the key ``model.input_conv.weight``: off for the official checkpoints.
     """
 
     def __init__(self, input_nc: int = 13, output_nc: int = 3, num_downs: int = 8, ngf: int = 64,
