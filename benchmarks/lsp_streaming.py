@@ -25,9 +25,9 @@ renderer ngf 16, 1 block per level, no input skip) with ``num_downs = log2(size)
 innermost), plus the paper's renderer (ngf 64, 2 blocks per level, 8 levels) at 512 as a separate row. **Weights are
 random** (seeded): the amount of computation does not depend on their values, only on the architecture. The person
 profile is realistic: fitted by hand, as :meth:`lsp.person.PersonProfile.fit` would, from one in-memory synthetic
-clip of identity 0 at that size (mean face, mouth scale, 10 s blink track, head-state statistics, shoulders, camera, the 4
-pose-stratified candidate frames), with a random 2000 x 512 APC base for the manifold projection. The audio is
-that clip's synthetic speech (``zoo.synth``, 16 kHz).
+clip of identity 0 at that size (mean face, mouth scale, 10 s blink track, head-state statistics, shoulders, camera,
+the 4 pose-stratified candidate frames), with a random 2000 x 512 APC base for the manifold projection. The audio
+is that clip's synthetic speech (``zoo.synth``, 16 kHz).
 
 On CUDA (``--device auto`` when available, or ``cuda``) every size runs twice: fp32, and with the renderer under
 bf16 autocast (everything else stays fp32); pushes are synchronised before timing.
