@@ -194,8 +194,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     marks = own["landmark_m_lmd"]
     floor = "" if marks["audio_only_floor"] is None else f", audio-only floor {marks['audio_only_floor']:.3f}"
     print(f"landmark-level M-LMD: LSP {marks['lsp']:.3f} ({marks['lsp_true_pose']:.3f} under the true poses), static "
-          f"{marks['static']:.3f} (ratio {marks['ratio']:.3f}){floor}" +
-          f"; the detector on ground-truth frames "
+          f"{marks['static']:.3f} (ratio {marks['ratio']:.3f}){floor}; the detector on ground-truth frames "
           f"{marks['detector_on_gt_frames']:.3f}; renderer on ground-truth landmarks: " +
           ", ".join(f"{k} {v:.3f}" for k, v in own["renderer_gt_landmarks"].items()))
     return result
