@@ -98,10 +98,9 @@ class PersonProfile(nn.Module):
         poses = [np.asarray(p, np.float64) for p in poses]
         states = np.concatenate([pose_velocity(p) for p in poses])
         pose = np.concatenate(poses)
-        mean_shape = landmarks.mean(0)
-        mouth_scale = (landmarks[:, MOUTH_INDICES] - mean_shape[MOUTH_INDICES]).std()
+        mean_shape, mouth_scale = mouth_statistics(landmarks)
         values = {
-            "mean_shape": mean_shape, "mouth_scale": np.float64(max(mouth_scale, 1e-8)),
+            "mean_shape": mean_shape, "mouth_scale": mouth_scale,
             "eye_track": landmarks[:EYE_TRACK_FRAMES, EYE_INDICES],
             "state_mean": states.mean(0), "state_std": np.maximum(states.std(0), 1e-8),
             "rest_translation": pose[:, 3:].mean(0), "rest_shoulders3d": np.asarray(shoulders3d, np.float64).mean(0),
@@ -184,6 +183,28 @@ class PersonProfile(nn.Module):
         return draw_edge_maps(landmarks, shoulders, self.candidates.shape[-1]).to(face3d.device)
 
 
+def mouth_statistics(landmarks3d: np.ndarray) -> tuple[np.ndarray, np.float64]:
+    """A speaker's mean face [68, 3] and mouth-motion unit (the std of the 25 mouth points' displacements from it)
+    from all its training landmarks [N, 68, 3]."""
+    landmarks = np.asarray(landmarks3d, np.float64)
+    mean_shape = landmarks.mean(0)
+    scale = (landmarks[:, MOUTH_INDICES] - mean_shape[MOUTH_INDICES]).std()
+    return mean_shape, np.float64(max(scale, 1e-8))
+
+
 def person_clip_ids(dataset: ClipDataset, split: str, identity: int) -> list[str]:
     """Clip ids of ``split`` whose meta identity is ``identity``."""
     return [c for c in dataset.clip_ids(split) if dataset.clip(c).meta.get("identity") == identity]
+
+
+def speaker_mouth_units(dataset: ClipDataset, split: str) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Every identity of ``split``: its mean mouth points float [25, 3] and mouth-motion unit float [] (what
+    :func:`mouth_statistics` gives from all its clips' ``landmarks3d``, and its profile would hold)."""
+    units = {}
+    for identity in sorted({int(dataset.clip(c).meta["identity"]) for c in dataset.clip_ids(split)}):
+        landmarks = np.concatenate([np.asarray(dataset.clip(c).track("landmarks3d"))
+                                    for c in person_clip_ids(dataset, split, identity)])
+        mean, scale = mouth_statistics(landmarks)
+        units[identity] = (torch.as_tensor(mean[MOUTH_INDICES], dtype=torch.float32),
+                           torch.as_tensor(scale, dtype=torch.float32))
+    return units

@@ -158,6 +158,14 @@ def test_identity_filter_and_max_clips(root):
     one_line_error(lambda: make(root, identities=[9]), "split 'train'", "has no clip of identities [9]")
 
 
+def test_train_on_all_identities_filters_only_the_evaluation_splits(root):
+    dm = make(root, identities=[1], train_on_all_identities=True)
+    train = dm.split_dataset("train", train=True)
+    val = dm.split_dataset("val", train=False)
+    assert {train[i]["identity"] for i in range(len(train))} == {0, 1}
+    assert {val[i]["identity"] for i in range(len(val))} == {1}
+
+
 def test_prepare_fn_runs_in_prepare_data(root):
     calls = []
     dm = TalkingHeadDataModule(DataConfig(root=root), prepare_fn=lambda: calls.append(1))

@@ -28,12 +28,13 @@ class RendererConfig:
     identity: int = 0
     num_downs: int = 6                 # UNet levels: 2x2 innermost at 128 px (LSP: 8 at 512); frames must be
                                        # divisible by 2**num_downs
-    # LSP: ngf = ndf = 64 at 512 px. 16 and 32 make a GAN step 2.8x cheaper on a CPU (0.55 s for 8 frames at
-    # 128 px, 2 threads), and in the 15-minute budget more steps beat width: on ground-truth landmarks Sync_conf
-    # 2.1-2.2 vs 0.63 for 32/64 in the same wall time, M-LMD within run-to-run noise (README, method notes).
+    # LSP: ngf = ndf = 64 at 512 px. 16 and 16 make a GAN step 4.6x cheaper on a CPU (0.34 s for 8 frames at
+    # 128 px, 2 threads; the discriminator was most of it), and in the 15-minute budget more steps beat width: on
+    # ground-truth landmarks ndf 16 with 1,440 steps scored M-LMD 0.195 and Sync_conf 5.65 against 0.277 / 0.263
+    # and 4.06 for ndf 32 with 864 steps in the same time (README, method notes).
     ngf: int = 16
     blocks_per_level: int = 1          # residual blocks per level and side (LSP: 2 "large" for May, 1 "normal")
-    ndf: int = 32
+    ndf: int = 16
     discriminator_layers: int = 3
     discriminator_scales: int = 2
     gan_mode: str = "lsgan"

@@ -46,6 +46,9 @@ class DataConfig:
     fields: List[str] = field(default_factory=lambda: ["frames", "audio"])
     num_refs: int = 1                               # K reference frames per sample
     identities: Optional[List[int]] = None          # keep only clips whose meta identity is listed
+    # the train split keeps every identity's clips (data.identities then filters the val/test/predict splits):
+    # a person-specific model that also learns from other people, and is validated on its own person
+    train_on_all_identities: bool = False
     max_clips: Optional[int] = None                 # first N clips of each split (debugging)
     batch_size: int = 8
     eval_batch_size: Optional[int] = None           # None = batch_size
@@ -180,7 +183,7 @@ class TalkingHeadDataModule(pl.LightningDataModule):
     def _build_split(self, split: str, train: bool) -> WindowDataset:
         dataset, cfg = self._opened(), self.cfg
         clip_ids = dataset.clip_ids(split)
-        if cfg.identities is not None:
+        if cfg.identities is not None and not (train and cfg.train_on_all_identities):
             wanted = {int(i) for i in cfg.identities}
             for clip_id in clip_ids:
                 if "identity" not in dataset.clip(clip_id).meta:
