@@ -55,7 +55,8 @@ class RendererConfig:
     ema_decay: float = 0.99
     # Not in LSP (opt-in): a conv of the full-resolution input (the edge map) is added to the frame, which LSP
     # builds from features at half its resolution. Mixed on ground-truth landmarks (README, method notes): identity
-    # 0 M-LMD 0.234 vs 0.277 / 0.263, identity 1 0.285 vs 0.214 (Sync_conf 2.42 vs 4.44). The official
+    # 0 M-LMD 0.234 vs 0.277 / 0.263, identity 1 0.285 vs 0.214 (Sync_conf 2.42 vs 4.44) at ndf 32; at ndf 16
+    # 0.205 vs 0.195 on identity 0. The official
     # Feature2Face.pkl has no such conv.
     input_skip: bool = False
 
