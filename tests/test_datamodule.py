@@ -229,11 +229,15 @@ def test_bad_or_missing_meta(tmp_path):
     from zoo.data.fake import fake_clip
 
     frames, audio, _ = fake_clip(25, 16, FPS, SR, seed=0, tracks=())
-    for clip_id, meta in [("a", {"identity": "alice"}), ("b", {"style": 1})]:
+    for clip_id, meta in [("a", {"identity": "alice"}), ("b", {"style": 1}), ("c", {"identity": 0})]:
         write_clip(tmp_path, clip_id, frames=frames, audio=audio, sample_rate=SR, fps=FPS, tracks={}, meta=meta)
     write_dataset(tmp_path, name="m", version="v", fps=FPS, sample_rate=SR, frame_size=16,
-                  splits={"train": ["a"], "val": ["b"]}, info={})
+                  splits={"train": ["a"], "val": ["b"], "ok": ["c"]}, info={})
     one_line_error(lambda: make(str(tmp_path), train_split="train", val_split="train"),
                    "clip 'a' field 'meta.identity': expected an integer, got 'alice'")
     one_line_error(lambda: make(str(tmp_path), stage="validate", identities=[0]),
+                   "clip 'b' field 'meta.identity': missing, but data.identities is set")
+    # every identity in training still needs each train clip to say whose it is (the speakers are told apart)
+    one_line_error(lambda: make(str(tmp_path), train_split="val", val_split="ok", identities=[0],
+                                        train_on_all_identities=True),
                    "clip 'b' field 'meta.identity': missing, but data.identities is set")

@@ -183,13 +183,14 @@ class TalkingHeadDataModule(pl.LightningDataModule):
     def _build_split(self, split: str, train: bool) -> WindowDataset:
         dataset, cfg = self._opened(), self.cfg
         clip_ids = dataset.clip_ids(split)
-        if cfg.identities is not None and not (train and cfg.train_on_all_identities):
+        if cfg.identities is not None:
             wanted = {int(i) for i in cfg.identities}
             for clip_id in clip_ids:
                 if "identity" not in dataset.clip(clip_id).meta:
                     raise DataError(f"clip '{clip_id}' field 'meta.identity': missing, but data.identities is set "
                                     f"in {dataset.clip(clip_id).path / 'clip.json'}")
-            clip_ids = [c for c in clip_ids if dataset.clip(c).meta["identity"] in wanted]
+            if not (train and cfg.train_on_all_identities):
+                clip_ids = [c for c in clip_ids if dataset.clip(c).meta["identity"] in wanted]
             if not clip_ids:
                 raise DataError(f"split '{split}' of dataset '{dataset.name}' has no clip of identities "
                                 f"{sorted(wanted)} (data.identities)")
