@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["NORMS", "MultiscaleDiscriminator", "NLayerDiscriminator"]
@@ -159,6 +160,8 @@ class MultiscaleDiscriminator(nn.Module):
 
     def forward(self, x: Tensor, return_features: bool = True) -> list:
         self._check(x)
+        # NHWC: oneDNN's convolutions run a GAN step ~1.4x faster on a CPU (benchmarks/training_throughput.py)
+        x = x.contiguous(memory_format=torch.channels_last)
         outputs = []
         for s, discriminator in enumerate(self.discriminators):
             if s > 0:
