@@ -239,5 +239,5 @@ def test_bad_or_missing_meta(tmp_path):
                    "clip 'b' field 'meta.identity': missing, but data.identities is set")
     # every identity in training still needs each train clip to say whose it is (the speakers are told apart)
     one_line_error(lambda: make(str(tmp_path), train_split="val", val_split="ok", identities=[0],
-                                        train_on_all_identities=True),
+                                train_on_all_identities=True),
                    "clip 'b' field 'meta.identity': missing, but data.identities is set")

@@ -29,9 +29,10 @@ class RendererConfig:
     num_downs: int = 6                 # UNet levels: 2x2 innermost at 128 px (LSP: 8 at 512); frames must be
                                        # divisible by 2**num_downs
     # LSP: ngf = ndf = 64 at 512 px. 16 and 16 make a GAN step 4.6x cheaper on a CPU (0.34 s for 8 frames at
-    # 128 px, 2 threads; the discriminator was most of it), and in the 15-minute budget more steps beat width: on
-    # ground-truth landmarks ndf 16 with 1,440 steps scored M-LMD 0.195 and Sync_conf 5.65 against 0.277 / 0.263
-    # and 4.06 for ndf 32 with 864 steps in the same time (README, method notes).
+    # 128 px, 2 threads; the discriminator was most of it; NHWC later saved another ~20%), and in the 15-minute
+    # budget more steps beat width: on ground-truth landmarks ndf 16 with 1,440 steps scored M-LMD 0.195 and
+    # Sync_conf 5.65 against 0.277 / 0.263 and 4.06 for ndf 32 with 864 steps in the same time (README, method
+    # notes).
     ngf: int = 16
     blocks_per_level: int = 1          # residual blocks per level and side (LSP: 2 "large" for May, 1 "normal")
     ndf: int = 16
@@ -56,8 +57,7 @@ class RendererConfig:
     # Not in LSP (opt-in): a conv of the full-resolution input (the edge map) is added to the frame, which LSP
     # builds from features at half its resolution. Mixed on ground-truth landmarks (README, method notes): identity
     # 0 M-LMD 0.234 vs 0.277 / 0.263, identity 1 0.285 vs 0.214 (Sync_conf 2.42 vs 4.44) at ndf 32; at ndf 16
-    # 0.205 vs 0.195 on identity 0. The official
-    # Feature2Face.pkl has no such conv.
+    # 0.205 vs 0.195 on identity 0. The official Feature2Face.pkl has no such conv.
     input_skip: bool = False
 
 
@@ -94,7 +94,8 @@ class RendererStage(PersonStage):
         return [ExponentialMovingAverage(self.cfg.ema_decay)] if self.cfg.ema_decay > 0 else []
 
     def condition(self, landmarks2d: torch.Tensor, shoulders2d: torch.Tensor) -> torch.Tensor:
-        """The generator input [N, 13, H, W] for N = B x T frames of landmarks [B, T, 68, 2], shoulders [B, T, 18, 2]."""
+        """The generator input [N, 13, H, W] for N = B x T frames of landmarks [B, T, 68, 2] and shoulders
+        [B, T, 18, 2]."""
         return self.profile.renderer_input(landmarks2d, shoulders2d)
 
     def render(self, condition: torch.Tensor) -> torch.Tensor:
