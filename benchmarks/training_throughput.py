@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import logging
 import os
 import statistics
@@ -261,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                       f"{result['precision']}", flush=True)
 
     env["load_average_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    for row in stages:
+        row["measured_at"] = env["time"]
+    if args.models != "*":
+        stages = kept_rows(args.out, stages) + stages
     result = {
         "benchmark": "training_throughput",
         "environment": env,
@@ -272,6 +277,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     write_json(args.out, result)
     print_table(result)
     return result
+
+
+def kept_rows(out: Path, measured: list[dict]) -> list[dict]:
+    """The rows of an earlier result at ``out`` for the stages (model, device, precision) not measured now, each with
+    its own ``measured_at``: timing a subset with ``--models`` updates those rows and keeps the others."""
+    if not out.is_file():
+        return []
+    previous = json.loads(out.read_text())
+    if previous.get("benchmark") != "training_throughput":
+        return []
+    key = lambda row: (row["model"], row["device"], row["precision"])  # noqa: E731
+    fresh = {key(row) for row in measured}
+    then = previous.get("environment", {}).get("time")
+    return [{**row, "measured_at": row.get("measured_at", then)} for row in previous.get("stages", [])
+            if key(row) not in fresh]
 
 
 def print_table(result: dict) -> None:

@@ -13,7 +13,8 @@ from zoo.data.clip_format import open_dataset
 from zoo.registry import create_model
 from helpers import optimise
 
-SMALL = dict(input_size=32, widths=[8, 8, 16, 16], decoder_width=8)
+SMALL = dict(input_size=32, widths=[8, 8, 16, 16], decoder_width=8, mouth_input_size=32, mouth_widths=[8, 8, 16, 16],
+             mouth_decoder_width=8)
 
 
 def _batch(root, frames: int = 8):
@@ -135,3 +136,70 @@ def test_cli_fit_smoke(tiny_corpus, tmp_path, capsys):
                  "model.decoder_width=8", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "landmark_detector" / "smoke" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_mouth_squares_resample_and_map_back():
+    """A dot read from a turned square (and from a frame larger than the square's working size) maps back to
+    where it is in the frame."""
+    size, n = 32, 3
+    for frame in (96, 320):                             # 320: the square is read from an antialiased downscale
+        x = torch.zeros(n, 3, frame, frame)
+        dot = torch.tensor([frame * 0.55, frame * 0.6])
+        ys, xs = torch.meshgrid(torch.arange(frame, dtype=torch.float32), torch.arange(frame, dtype=torch.float32),
+                                indexing="ij")
+        x[:] = torch.exp(-((xs - dot[0]) ** 2 + (ys - dot[1]) ** 2) / (2 * (frame / 64) ** 2))
+        centre = torch.tensor([[frame * 0.5, frame * 0.5], [frame * 0.52, frame * 0.63], [frame * 0.58, frame * 0.55]])
+        side = torch.full((n,), frame * 0.4)
+        angle = torch.tensor([0.0, 0.3, -0.2])
+        crops = ld.resample_squares(x, centre, side, angle, size)
+        assert crops.shape == (n, 3, size, size)
+        weights = crops[:, 0]
+        cy, cx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                                indexing="ij")
+        peak = torch.stack([(weights * cx).sum((1, 2)), (weights * cy).sum((1, 2))], -1) / weights.sum((1, 2))[:, None]
+        normalised = (peak + 0.5) / size * 2 - 1                                   # align_corners=False
+        back = ld.square_to_frame(normalised[:, None], centre, side, angle)[:, 0]
+        torch.testing.assert_close(back, dot.expand(n, 2), atol=frame * 0.004, rtol=0)
+
+
+def test_mouth_refinement_replaces_only_the_lips():
+    refined = ld.LandmarkDetector(ld.LandmarkDetectorConfig(**SMALL)).eval()
+    plain = ld.LandmarkDetector(ld.LandmarkDetectorConfig(**{**SMALL, "mouth_refine": False})).eval()
+    plain.load_state_dict({k: v for k, v in refined.state_dict().items() if not k.startswith("mouth_network.")})
+    frames = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    a, b = refined.detect(frames), plain.detect(frames)
+    np.testing.assert_array_equal(np.delete(a, ld.MOUTH, axis=1), np.delete(b, ld.MOUTH, axis=1))
+    assert np.abs(a[:, ld.MOUTH] - b[:, ld.MOUTH]).max() > 1e-3
+    assert not any(k.startswith("mouth_network.") for k in plain.state_dict())
+    with pytest.raises(ld.ConfigError, match="mouth_input_size"):
+        ld.LandmarkDetector(ld.LandmarkDetectorConfig(mouth_input_size=40))
+
+
+class _Replay:
+    """A 'detector' that answers each clip of a split with given landmarks, in the split's clip order."""
+
+    def __init__(self, answers):
+        self.answers = iter(answers)
+
+    def detect(self, frames, batch_size):
+        return next(self.answers)
+
+
+def test_quality_reports_how_much_mouth_motion_is_read(tiny_corpus):
+    dataset = open_dataset(tiny_corpus)
+    truth = [np.array(dataset.clip(c).track("landmarks2d"), np.float32) for c in dataset.clip_ids("test")]
+    exact = ld.evaluate_quality(_Replay(truth), dataset, "test")
+    assert exact["mouth_motion_gain"] == pytest.approx(1.0)
+    assert exact["mouth_shape_error_px"] == pytest.approx(0, abs=1e-6)
+    # lips moving half as far about each clip's mean shape: gain 0.5; a frozen mouth: gain 0
+    half, frozen = [], []
+    for lm in truth:
+        lips = lm[:, ld.MOUTH] - lm[:, ld.MOUTH].mean(1, keepdims=True)
+        mean_shape = lips.mean(0)
+        for out, scale in ((half, 0.5), (frozen, 0.0)):
+            moved = lm.copy()
+            moved[:, ld.MOUTH] = lm[:, ld.MOUTH].mean(1, keepdims=True) + mean_shape + scale * (lips - mean_shape)
+            out.append(moved)
+    assert ld.evaluate_quality(_Replay(half), dataset, "test")["mouth_motion_gain"] == pytest.approx(0.5)
+    still = ld.evaluate_quality(_Replay(frozen), dataset, "test")
+    assert still["mouth_motion_gain"] == pytest.approx(0.0, abs=1e-5) and still["mouth_shape_error_px"] > 0.05

@@ -139,3 +139,21 @@ def test_zoo_bench_perf_runs_the_suite(tmp_path):
     suite = json.loads((tmp_path / "perf.json").read_text())
     assert suite["ok"] and list(suite["benchmarks"]) == ["metric_speed"]
     assert (tmp_path / "perf.md").is_file() and (tmp_path / "metric_speed.json").is_file()
+
+
+def test_training_throughput_subset_keeps_the_other_rows(tmp_path):
+    """Timing some stages with --models replaces their rows and keeps the earlier rows of the others."""
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("training_throughput", BENCHMARKS / "training_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    row = lambda model, rate, **extra: {"model": model, "device": "cpu", "precision": "32", "steps_per_s": rate,  # noqa
+                                        **extra}
+    out = tmp_path / "training_throughput.json"
+    assert module.kept_rows(out, [row("syncnet", 1.0)]) == []                        # nothing written yet
+    out.write_text(json.dumps({"benchmark": "training_throughput", "environment": {"time": "T0"},
+                               "stages": [row("syncnet", 5.0), row("lsp.apc", 1.2, measured_at="T-1")]}))
+    kept = module.kept_rows(out, [row("syncnet", 6.0, measured_at="T1")])
+    assert kept == [row("lsp.apc", 1.2, measured_at="T-1")]                          # syncnet is re-measured
+    assert module.kept_rows(out, [row("lsp.renderer", 2.0)]) == [row("syncnet", 5.0, measured_at="T0"),
+                                                                  row("lsp.apc", 1.2, measured_at="T-1")]

@@ -30,7 +30,7 @@ from zoo.metrics.suite import Backbones, lpips_if_available
 from zoo.registry import create_model, get_entry
 from zoo.weights import sha256_of
 
-KIT_VERSION = 1
+KIT_VERSION = 2
 KIT_MODELS = ("landmark_detector", "identity_embedder", "syncnet")
 NAMES = {"landmarks": "synth-landmarks", "identity": "synth-id", "fid": "synth-id", "sync": "synth-syncnet"}
 
