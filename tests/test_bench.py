@@ -118,7 +118,7 @@ def test_budget_identity_missing_from_the_split_is_one_line(tiny_corpus, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def test_config_hash_follows_every_setting_that_changes_a_result(tiny_corpus, tmp_path):
+def test_config_hash_follows_every_setting_that_changes_a_result(tiny_corpus, tmp_path, monkeypatch):
     from zoo.bench.runner import Bench
 
     (tmp_path / "b.yaml").write_text(TINY_BUDGET)
@@ -131,3 +131,8 @@ def test_config_hash_follows_every_setting_that_changes_a_result(tiny_corpus, tm
     assert bench_._hash("lsp", [*base, "model.mouth.lr=0.01"], "v1") != digest
     assert bench_._hash("lsp", ["model.identity=1"], "v1") != digest
     assert bench_._hash("lsp", base, "v2") != digest                                      # dataset version
+    bench_._dataset_version = "synth-v1"
+    scored = bench_.scoring_key(None)
+    assert bench_.scoring_key({"config_hash": "abc"}) != scored                             # the checkpoint's run
+    monkeypatch.setattr("zoo.evaluators.kit.KIT_VERSION", 99)
+    assert bench_.scoring_key(None) != scored                                              # a new evaluator kit

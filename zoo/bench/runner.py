@@ -6,7 +6,7 @@ Every training run and every cell lives in an ordinary run directory named by th
 ``<runs_dir>/<method>/bench-[id<k>-]<hash>/`` for training and ``<runs_dir>/bench-<split>/<method>/id<k>-<hash>/``
 for evaluation, with a ``bench.json`` marker written when it finished. So an interrupted bench resumes where it
 stopped (finished cells are read back, an interrupted fit continues from its ``last.ckpt``), and a changed budget,
-seed, dataset or code config gets new directories instead of stale numbers.
+seed, dataset, code config or evaluator kit version gets new directories instead of stale numbers.
 
 Rows: per-clip metrics are averaged over every clip of every identity of the row; dataset-level metrics (FID)
 are computed per identity and averaged over the identities, for every row alike.
@@ -186,6 +186,13 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------ evaluation
 
+    def scoring_key(self, trained: Optional[dict]) -> str:
+        """What a cell's scores depend on besides its config: the dataset, the evaluator kit's version (a new kit
+        rescores every cell instead of reading back the old kit's numbers) and the checkpoint's training run."""
+        from zoo.evaluators.kit import KIT_VERSION
+
+        return f"{self._dataset_version}kit-v{KIT_VERSION}" + (trained["config_hash"] if trained else "")
+
     def evaluate(self, cell: Cell) -> dict:
         """The cell's record (its ``results/test.json`` plus training provenance), computed if missing."""
         from zoo.harness import execute, prepare
@@ -201,7 +208,7 @@ class Bench:
                      f"data.window_seconds={window}", f"data.test_split={cell.split}", f"data.identities=[{cell.identity}]", "logger=none"]
         if kind == "person-specific":
             overrides.append(f"model.identity={cell.identity}")
-        digest = self._hash(cell.method, overrides, self._dataset_version + (trained["config_hash"] if trained else ""))
+        digest = self._hash(cell.method, overrides, self.scoring_key(trained))
         root = self.runs_dir / f"bench-{cell.split}"
         run_dir = root / cell.method / f"id{cell.identity}-{digest}"
         marker = run_dir / MARKER
