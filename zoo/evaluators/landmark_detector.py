@@ -301,7 +301,7 @@ def _point_loss(pred: torch.Tensor, target: torch.Tensor, landmarks: torch.Tenso
     return (dist.mean(-1) / iod).mean()
 
 
-def _square_frame(centre: torch.Tensor, side: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+def _square_frame(side: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """The linear part [N, 2, 2] of the map from a square's normalised coordinates (align_corners=False: +-1 are
     its outer edges) to frame pixels: rotation by ``angle`` [N] times half the ``side`` [N]."""
     return rotations(angle) * (side / 2)[:, None, None]
@@ -310,7 +310,7 @@ def _square_frame(centre: torch.Tensor, side: torch.Tensor, angle: torch.Tensor)
 def square_to_frame(coords: torch.Tensor, centre: torch.Tensor, side: torch.Tensor, angle: torch.Tensor
                     ) -> torch.Tensor:
     """Normalised coordinates [N, K, 2] of squares (centre [N, 2], side [N] pixels, angle [N]) -> frame pixels."""
-    return coords @ _square_frame(centre, side, angle).transpose(1, 2) + centre[:, None]
+    return coords @ _square_frame(side, angle).transpose(1, 2) + centre[:, None]
 
 
 def resample_squares(x: torch.Tensor, centre: torch.Tensor, side: torch.Tensor, angle: torch.Tensor, size: int
@@ -318,8 +318,9 @@ def resample_squares(x: torch.Tensor, centre: torch.Tensor, side: torch.Tensor, 
     """Squares of frames x float [N, 3, H, W] (centre [N, 2] and side [N] in pixels, pixel centres at integers;
     turned by ``angle`` [N]) resampled bilinearly to float [N, 3, size, size].
 
-    Squares larger than ``size`` (frames above 128 px) are read from an antialiased downscale of the frames, so
-    the crop is not aliased; grid_sample's normalised coordinates do not depend on the image's resolution.
+    Squares much larger than ``size`` pixels (the mouth of a 256 px frame and up, with the defaults) are read from
+    an antialiased downscale of the frames, so the crop is not aliased; grid_sample's normalised coordinates do not
+    depend on the image's resolution, so the same grid reads either.
     """
     h, w = x.shape[-2:]
     factor = min(1.0, size / float(side.detach().median()))
@@ -327,7 +328,7 @@ def resample_squares(x: torch.Tensor, centre: torch.Tensor, side: torch.Tensor, 
         x = F.interpolate(x, size=(max(1, round(h * factor)), max(1, round(w * factor))), mode="bilinear",
                           align_corners=False, antialias=True)
     to_normalised = x.new_tensor([2.0 / w, 2.0 / h])
-    linear = _square_frame(centre, side, angle) * to_normalised[None, :, None]          # [N, 2, 2]
+    linear = _square_frame(side, angle) * to_normalised[None, :, None]          # [N, 2, 2]
     offset = (centre + 0.5) * to_normalised - 1                                           # [N, 2]
     grid = F.affine_grid(torch.cat([linear, offset[..., None]], -1), [len(x), 3, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
