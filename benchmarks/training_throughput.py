@@ -11,7 +11,8 @@ composes it (``zoo.harness.prepare`` / ``build_datamodule`` / ``build_trainer``:
 Staged models (``zoo.pipeline.is_staged``, e.g. ``lsp``) are not trained themselves: their stages are, in training
 order and with the stage configs ``zoo fit --model lsp`` gives them (``stage_model_config``), so later stages get the
 checkpoint of the earlier ones (LSP's mouth and head-pose stages load the trained ``lsp.apc``). Selecting a later
-stage with ``--models`` therefore also runs the earlier stages of the same model.
+stage with ``--models`` therefore also runs the earlier stages of the same model, and the rows of the stages it did
+not measure are kept from the JSON already at ``--out`` (every row has its own ``measured_at``).
 
 Only what the benchmark needs differs from a real fit: validation is off (``limit_val_batches=0``, no sanity
 check), there is no logger or progress bar, runs and checkpoints go to a temporary directory, and a callback stops
