@@ -49,6 +49,7 @@ from zoo.errors import ConfigError, DataError
 from zoo.evaluators.common import (DataSource, degrade, iter_split_frames, one_cycle_adamw, resolve_dataset,
                                    to_float_images)
 from zoo.evaluators.networks import LandmarkNet
+from zoo.metrics.functional import LANDMARK_REGIONS, lmd_frames
 from zoo.model import ZooModule
 from zoo.registry import register_model
 
@@ -56,7 +57,7 @@ __all__ = ["LandmarkDetectorConfig", "LandmarkDetector", "landmark_nme", "evalua
 
 NME_BAR = 0.015
 OUTER_EYE_CORNERS = (36, 45)
-MOUTH = slice(48, 68)
+MOUTH = LANDMARK_REGIONS["mouth"]
 
 
 @dataclass
@@ -99,8 +100,12 @@ def landmark_nme(pred: torch.Tensor, target: torch.Tensor, points: slice = slice
     Returns:
         float [...] (the normaliser always uses all 68 target points' corners, whatever ``points`` is).
     """
-    iod = (target[..., OUTER_EYE_CORNERS[0], :] - target[..., OUTER_EYE_CORNERS[1], :]).norm(dim=-1)
-    return (pred[..., points, :] - target[..., points, :]).norm(dim=-1).mean(-1) / iod.clamp_min(1e-6)
+    return (pred[..., points, :] - target[..., points, :]).norm(dim=-1).mean(-1) / inter_ocular(target).clamp_min(1e-6)
+
+
+def inter_ocular(landmarks: torch.Tensor) -> torch.Tensor:
+    """Distance [...] between the outer eye corners (iBUG 36 and 45) of landmarks [..., 68, 2]."""
+    return (landmarks[..., OUTER_EYE_CORNERS[0], :] - landmarks[..., OUTER_EYE_CORNERS[1], :]).norm(dim=-1)
 
 
 def rotations(angle: torch.Tensor) -> torch.Tensor:
@@ -192,8 +197,7 @@ class LandmarkDetector(ZooModule):
     def mouth_square(self, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The mouth crop of frames with landmarks float [N, 68, 2] (pixels): centre [N, 2] (the lips' mean) and
         side [N] (``mouth_crop_scale`` x the inter-ocular distance), in pixels."""
-        iod = (landmarks[:, OUTER_EYE_CORNERS[0]] - landmarks[:, OUTER_EYE_CORNERS[1]]).norm(dim=-1)
-        return landmarks[:, MOUTH].mean(1), self.cfg.mouth_crop_scale * iod.clamp_min(1.0)
+        return landmarks[:, MOUTH].mean(1), self.cfg.mouth_crop_scale * inter_ocular(landmarks).clamp_min(1.0)
 
     def read_mouth(self, x: torch.Tensor, centre: torch.Tensor, side: torch.Tensor,
                    angle: Optional[torch.Tensor] = None, augment: bool = False) -> torch.Tensor:
@@ -296,9 +300,8 @@ class LandmarkDetector(ZooModule):
 def _point_loss(pred: torch.Tensor, target: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
     """The bar metric as a loss: mean point error of pred vs target [N, K, 2] over the inter-ocular distance of
     ``landmarks`` [N, 68, 2], the norm smoothed at 0 so its gradient stays finite."""
-    iod = (landmarks[:, OUTER_EYE_CORNERS[0]] - landmarks[:, OUTER_EYE_CORNERS[1]]).norm(dim=-1).clamp_min(1e-6)
     dist = ((pred - target).pow(2).sum(-1) + 1e-6).sqrt()
-    return (dist.mean(-1) / iod).mean()
+    return (dist.mean(-1) / inter_ocular(landmarks).clamp_min(1e-6)).mean()
 
 
 def _square_frame(side: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -368,8 +371,8 @@ def evaluate_quality(model: LandmarkDetector, data: DataSource, split: str = "te
         nme.append(landmark_nme(pred, target))
         mouth.append(landmark_nme(pred, target, MOUTH))
         err.append((pred - target).norm(dim=-1).mean(-1))
+        shape_err.append(lmd_frames(pred, target, "mouth"))                     # the detector's M-LMD per frame
         read_shape, true_shape = (p[:, MOUTH] - p[:, MOUTH].mean(1, keepdim=True) for p in (pred, target))
-        shape_err.append((read_shape - true_shape).norm(dim=-1).mean(-1))
         read_motion, true_motion = read_shape - read_shape.mean(0), true_shape - true_shape.mean(0)
         read_dot_true += float((read_motion * true_motion).sum())
         true_energy += float(true_motion.pow(2).sum())
