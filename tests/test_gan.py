@@ -22,6 +22,7 @@ from zoo.gan import (
     VGG19PerceptualLoss,
     feature_matching_loss,
     region_box_mask,
+    region_crops,
     region_l1_loss,
 )
 
@@ -174,6 +175,25 @@ def test_region_l1_is_the_mean_error_inside_each_box_and_ignores_the_rest():
     assert fake.grad[:, :, 6:, 6:].abs().sum() == 0
     mask[1] = 0                                                           # an empty region contributes 0, not NaN
     assert region_l1_loss(fake, real, mask).item() == pytest.approx(1.0 / 2)
+
+
+def test_region_crops_sample_the_square_around_the_points():
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(96.0), indexing="ij")
+    coordinates = torch.stack([xs, ys])[None].repeat(2, 1, 1, 1).requires_grad_(True)   # [2, 2, 64, 96]: x, y
+    points = torch.tensor([[[40.0, 20.0], [60.0, 30.0], [50.0, 22.0]],             # box 20 x 10, centre (50, 25)
+                           [[10.0, 10.0], [14.0, 10.0], [12.0, 12.0]]])            # box 4 x 2, centre (12, 11)
+    crops = region_crops(coordinates, points, size=30)                              # 1.5 x 20 = 30 px: scale 1
+    assert crops.shape == (2, 2, 30, 30)
+    # a ramp resamples exactly: output pixel j sits at centre - side / 2 + (j + 0.5) * side / size
+    steps = torch.arange(30.0)
+    torch.testing.assert_close(crops[0, 0], (35.5 + steps).expand(30, 30))
+    torch.testing.assert_close(crops[0, 1], (10.5 + steps)[:, None].expand(30, 30))
+    torch.testing.assert_close(crops[1, 0, 0], 9.0 + 6.0 * (steps + 0.5) / 30)      # 6 px magnified to 30
+    crops.sum().backward()
+    assert coordinates.grad[0, :, 10:40, 35:66].abs().sum() > 0
+    assert coordinates.grad[0, :, 45:, :].abs().sum() == 0                          # outside the crop: no gradient
+    outside = region_crops(coordinates.detach(), torch.tensor([[[-40.0, -40.0], [-20.0, -30.0]]]), size=8)
+    assert outside.abs().sum() == 0                                                 # beyond the image: zeros
 
 
 # --- VGG19 perceptual loss ----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import soundfile as sf
 import torch
 
 from lsp.model import LSP
+from lsp.stages.renderer import RendererConfig, RendererStage
 from lsp.streaming import LSPStream
 from zoo.cli import main
 
@@ -38,7 +39,9 @@ def test_staged_fit_writes_every_stage_and_the_assembled_model(trained, model):
         assert (trained / key / "logs" / "version_0" / "metrics.csv").is_file()
     assert model.profile.fitted and int(model.profile.identity) == 0
     assert model.profile.candidates.shape == (4, 3, 64, 64) and model.profile.apc_base.shape[1] == 32
-    assert "train/g_mouth_l1" in (trained / "renderer" / "logs" / "version_0" / "metrics.csv").read_text()
+    renderer_metrics = (trained / "renderer" / "logs" / "version_0" / "metrics.csv").read_text()
+    logged = set(renderer_metrics.split("\n")[0].split(","))
+    assert {"train/g_mouth_l1", "train/g_mouth_gan", "train/g_mouth_feat"} <= logged
     # each person stage logged a validation video with sound
     assert list((trained / "renderer" / "media" / "val").glob("*.mp4"))
 
@@ -49,6 +52,16 @@ def test_assembled_renderer_is_the_weight_average(trained, model):
     key = next(k for k in average if k.startswith("generator.") and k.endswith("weight"))
     assert not torch.equal(average[key], raw[key])
     torch.testing.assert_close(model.renderer.state_dict()[key.removeprefix("generator.")], average[key])
+    # both discriminators are trained and checkpointed with the stage, and left out of the assembled model
+    assert any(k.startswith("mouth_discriminator.") for k in average)
+    assert not any("discriminator" in k for k in model.state_dict())
+
+
+def test_the_mouth_discriminator_is_optional():
+    """LSP's own recipe (``lambda_mouth_gan=0``) builds the one full-frame discriminator only."""
+    assert RendererStage(RendererConfig(lambda_mouth_gan=0)).mouth_discriminator is None
+    mouth = RendererStage(RendererConfig()).mouth_discriminator
+    assert mouth.num_scales == 1 and mouth.discriminators[0].model0[0].in_channels == 4    # edge map + RGB crop
 
 
 def test_rerun_skips_finished_stages_and_force_retrains(trained, capsys):

@@ -14,8 +14,8 @@ do -- in the generator, the loss weights and the choices exposed as arguments (G
 """
 from zoo.gan.discriminators import MultiscaleDiscriminator, NLayerDiscriminator
 from zoo.gan.ema import ExponentialMovingAverage
-from zoo.gan.losses import GANLoss, feature_matching_loss, region_box_mask, region_l1_loss
+from zoo.gan.losses import GANLoss, feature_matching_loss, region_box_mask, region_crops, region_l1_loss
 from zoo.gan.perceptual import VGG19PerceptualLoss
 
 __all__ = ["ExponentialMovingAverage", "GANLoss", "MultiscaleDiscriminator", "NLayerDiscriminator",
-           "VGG19PerceptualLoss", "feature_matching_loss", "region_box_mask", "region_l1_loss"]
+           "VGG19PerceptualLoss", "feature_matching_loss", "region_box_mask", "region_crops", "region_l1_loss"]

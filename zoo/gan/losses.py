@@ -161,6 +161,31 @@ def region_box_mask(points: Tensor, height: int, width: int, margin: float = 0.2
     return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).float()
 
 
+def region_crops(images: Tensor, points: Tensor, size: int, scale: float = 1.5) -> Tensor:
+    """Square crops around ``points`` (e.g. the 20 mouth landmarks), bilinearly resampled to ``size`` x ``size``.
+
+    Each crop is centred on the points' bounding box and ``scale`` times its larger side wide, so a local
+    discriminator sees the region at a fixed scale wherever it is in the frame; gradients flow to ``images``.
+
+    Args:
+        images: float [N, C, H, W]; points: float [N, P, 2] pixel coordinates (x, y), pixel centres at integers.
+
+    Returns:
+        float [N, C, size, size] (zeros where a crop leaves the image).
+    """
+    low, high = points.amin(dim=1), points.amax(dim=1)                                  # [N, 2]
+    centre = (low + high) / 2
+    half = scale * (high - low).amax(dim=1) / 2                                         # [N]
+    h, w = images.shape[-2:]
+    # affine_grid maps the output's [-1, 1] square to normalised input coordinates (align_corners=False:
+    # pixel x spans [x - 0.5, x + 0.5], the image [-0.5, W - 0.5])
+    theta = torch.zeros(len(images), 2, 3, device=images.device, dtype=images.dtype)
+    theta[:, 0, 0], theta[:, 1, 1] = 2 * half / w, 2 * half / h
+    theta[:, 0, 2], theta[:, 1, 2] = (2 * centre[:, 0] + 1) / w - 1, (2 * centre[:, 1] + 1) / h - 1
+    grid = F.affine_grid(theta, [len(images), images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def region_l1_loss(fake: Tensor, real: Tensor, mask: Tensor) -> Tensor:
     """L1 averaged over the masked pixels only (each image's region weighs the same whatever its area).
 
