@@ -19,8 +19,10 @@ mouths under the true head poses, for the ``static`` row's reference frame and, 
 ``audio_only_floor``: the same clips with the mouth their phonemes and loudness alone determine (the speaking
 style's smile, lip-corner and mouth-gain offsets removed, :func:`zoo.synth.styles.without_style`), the error left
 to a model that reads the phonemes perfectly but cannot hear the style; the evaluator's own mouth error (its
-landmarks of the ground-truth frames against the true ones); and M-LMD / Sync_conf of the renderer driven by the
-ground-truth landmarks.
+landmarks of the ground-truth frames against the true ones); M-LMD / Sync_conf of the renderer driven by the
+ground-truth landmarks; and how the evaluator reads that renderer's lips (``renderer_lips_read``, against its
+reading of the ground-truth frames): their mean offset per lip point (a blurred lip is read smaller) and the share
+of the lips' motion it reads back.
 
 ``key=value`` overrides go to every run (e.g. ``data=folder data.root=...``). Writes the JSON atomically.
 """
@@ -42,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lsp.model import LSP  # noqa: E402
 from zoo.harness import build_datamodule, build_metric_suite, execute, prepare  # noqa: E402
 from zoo.io.atomic import write_json  # noqa: E402
-from zoo.metrics.functional import lmd, psnr  # noqa: E402
+from zoo.metrics.functional import LANDMARK_REGIONS, lmd, psnr  # noqa: E402
+from zoo.metrics.suite import to_uint8_hwc  # noqa: E402
 from zoo.model import frames_to_float  # noqa: E402
 from zoo.predict import resolve_checkpoint  # noqa: E402
 from zoo.synth.config import coerce, config_hash  # noqa: E402
@@ -88,6 +91,20 @@ def audio_only_landmarks(dataset, clip_id: str) -> torch.Tensor | None:
     return torch.from_numpy(clip["landmarks2d"])
 
 
+def lips_read(rendered: torch.Tensor, truth: torch.Tensor) -> dict:
+    """How rendered lips read against the ground truth, both the evaluator's landmarks of the same frames, float
+    [N, 68, 2]. Each frame's lip points are mean-centred (as M-LMD); ``offset_px``: the norm of the mean offset of
+    each lip point over the frames, averaged over the 20 points (a lip drawn or read too small or too large);
+    ``motion_gain``: the least-squares slope of the rendered lips' motion (about their mean shape) on the true
+    lips' (1: all of it read back, below 1: damped)."""
+    lips = [x[:, LANDMARK_REGIONS["mouth"]].double() for x in (rendered, truth)]
+    rendered, truth = [x - x.mean(dim=1, keepdim=True) for x in lips]                   # [N, 20, 2]
+    offset = (rendered - truth).mean(dim=0).norm(dim=-1).mean()
+    motion, true_motion = rendered - rendered.mean(dim=0), truth - truth.mean(dim=0)
+    gain = (motion * true_motion).sum() / true_motion.square().sum()
+    return {"offset_px": float(offset), "motion_gain": float(gain)}
+
+
 @torch.no_grad()
 def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Sequence[str]) -> dict:
     """Head-pose std of generated vs ground-truth windows, landmark-level M-LMD, and the renderer on ground-truth
@@ -101,7 +118,7 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
     datamodule.prepare_data()
     datamodule.setup("test")
     suite = build_metric_suite(run.cfg, datamodule)
-    generated_std, true_std, psnrs, windows, suite_scores = [], [], [], [], []
+    generated_std, true_std, psnrs, windows, suite_scores, read_truth, read_rendered = [], [], [], [], [], [], []
     landmark_lmd = {"lsp": [], "lsp_true_pose": [], "static": [], "audio_only_floor": [], "detector_on_gt_frames": []}
     audio_only: dict[str, torch.Tensor | None] = {}
     for batch in datamodule.test_dataloader():
@@ -120,10 +137,11 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
             if audio_only[clip_id] is not None:
                 floor = audio_only[clip_id][start:start + t].double()
                 landmark_lmd["audio_only_floor"].append(lmd(floor[None], truth[i:i + 1], "mouth"))
-        detected = suite.backbones.landmarker(batch["frames"].flatten(0, 1).permute(0, 2, 3, 1).numpy())
-        landmark_lmd["detector_on_gt_frames"].append(
-            lmd(torch.as_tensor(detected, dtype=torch.float64).reshape(b, t, 68, 2), truth, "mouth"))
+        detected = torch.as_tensor(suite.backbones.landmarker(to_uint8_hwc(batch["frames"].flatten(0, 1))))
+        landmark_lmd["detector_on_gt_frames"].append(lmd(detected.double().reshape(b, t, 68, 2), truth, "mouth"))
         rendered = model.render_landmarks(batch["landmarks2d"].flatten(0, 1), batch["shoulders2d"].flatten(0, 1))
+        read_truth.append(detected)
+        read_rendered.append(torch.as_tensor(suite.backbones.landmarker(to_uint8_hwc(rendered))))
         psnrs.append(psnr(rendered, frames_to_float(batch["frames"]).flatten(0, 1)))
         suite_scores += suite.score(batch, rendered.reshape(b, t, *rendered.shape[1:]))
         windows += [(c, int(s)) for c, s in zip(batch["clip_id"], batch["start"])]
@@ -138,7 +156,8 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
                                "unit": "pixels of the frame, each frame's mouth points mean-centred, against the "
                                        "true landmarks"},
             "renderer_gt_landmarks": {k: sum(s[k] for s in suite_scores) / len(suite_scores)
-                                      for k in suite_scores[0]}}
+                                      for k in suite_scores[0]},
+            "renderer_lips_read": lips_read(torch.cat(read_rendered), torch.cat(read_truth))}
 
 
 def bar(value: float, threshold: str, passed: bool, **detail) -> dict:
@@ -183,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "window_seconds": own["window_seconds"],
               "bars": bars, "all_pass": all(b["pass"] for b in bars.values()), "pose_std": own["pose_std"],
               "diagnosis": {"landmark_m_lmd": own["landmark_m_lmd"],
-                            "renderer_gt_landmarks": own["renderer_gt_landmarks"]},
+                            "renderer_gt_landmarks": own["renderer_gt_landmarks"],
+                            "renderer_lips_read": own["renderer_lips_read"]},
               "aggregate": agg, "metric_variants": results["lsp"]["metrics"],
               "environment": {"torch": torch.__version__, "platform": platform.platform()},
               "seconds": round(time.time() - started, 1)}
@@ -196,7 +216,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"landmark-level M-LMD: LSP {marks['lsp']:.3f} ({marks['lsp_true_pose']:.3f} under the true poses), static "
           f"{marks['static']:.3f} (ratio {marks['ratio']:.3f}){floor}; the detector on ground-truth frames "
           f"{marks['detector_on_gt_frames']:.3f}; renderer on ground-truth landmarks: " +
-          ", ".join(f"{k} {v:.3f}" for k, v in own["renderer_gt_landmarks"].items()))
+          ", ".join(f"{k} {v:.3f}" for k, v in own["renderer_gt_landmarks"].items()) +
+          "; its lips as the evaluator reads them: offset {offset_px:.3f} px per point, motion gain {motion_gain:.3f}"
+          .format(**own["renderer_lips_read"]))
     return result
 
 

@@ -1,7 +1,10 @@
 """LSP end to end on the tiny corpus: staged fit (skip, force), test, predict from audio, streaming == offline."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from lsp.model import LSP
 from lsp.stages.renderer import RendererConfig, RendererStage
 from lsp.streaming import LSPStream
 from zoo.cli import main
+from zoo.metrics.functional import LANDMARK_REGIONS
 
 # Small widths keep the whole pipeline to seconds; the architecture is the same.
 SMALL = ["experiment=smoke", "logger=csv", "trainer.progress_bar=none", "model.apc.hidden_size=32",
@@ -171,16 +175,36 @@ def test_streaming_equals_offline_with_bounded_latency(model, speech, chunk_seco
     assert torch.allclose(torch.cat([o.pose for o in outputs]), offline.pose, atol=1e-5)
 
 
-def test_quality_benchmark_reports_every_bar(trained, tmp_path):
-    import importlib.util
-    from pathlib import Path
-
+@pytest.fixture(scope="module")
+def quality_benchmark():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "lsp_quality.py"
     spec = importlib.util.spec_from_file_location("lsp_quality_benchmark", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_lips_read_gives_the_mean_offset_and_the_motion_read_back(quality_benchmark):
+    torch.manual_seed(0)
+    truth = torch.randn(1, 68, 2).repeat(50, 1, 1) + torch.randn(50, 68, 2)        # a face moving about its mean
+    rendered = truth.clone()
+    lips = LANDMARK_REGIONS["mouth"]
+    mean_lips = truth[:, lips].mean(dim=0, keepdim=True)
+    # the rendered lips: half the motion about the mean shape, every point 0.3 px right (undone by the centring)
+    # and the two corners 0.5 px inward
+    rendered[:, lips] = mean_lips + 0.5 * (truth[:, lips] - mean_lips) + torch.tensor([0.3, 0.0])
+    corners = torch.zeros(20, 2)
+    corners[0, 0], corners[6, 0] = 0.5, -0.5                                        # points 48 and 54
+    rendered[:, lips] += corners
+    read = quality_benchmark.lips_read(rendered, truth)
+    assert read["motion_gain"] == pytest.approx(0.5)
+    assert read["offset_px"] == pytest.approx((2 * 0.5) / 20)                     # the corners' offset, per point
+    assert quality_benchmark.lips_read(truth, truth) == {"offset_px": 0.0, "motion_gain": 1.0}
+
+
+def test_quality_benchmark_reports_every_bar(trained, tmp_path, quality_benchmark):
     out = tmp_path / "quality.json"
-    result = module.main(["--run", str(trained), "--out", str(out), *SMALL])
+    result = quality_benchmark.main(["--run", str(trained), "--out", str(out), *SMALL])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert set(result["bars"]) == {"m_lmd_vs_static", "sync_conf_vs_gt", "pose_std_vs_gt",
                                    "renderer_psnr_gt_landmarks_db"}
@@ -195,4 +219,6 @@ def test_quality_benchmark_reports_every_bar(trained, tmp_path):
     assert marks["lsp_true_pose"] > 0 and marks["detector_on_gt_frames"] > 0
     assert marks["audio_only_floor"] > 0      # the test corpus is synthetic: its clips regenerate without style
     assert {"M-LMD[synth-landmarks]", "Sync_conf[synth-syncnet]"} <= set(result["diagnosis"]["renderer_gt_landmarks"])
+    read = result["diagnosis"]["renderer_lips_read"]
+    assert read["offset_px"] >= 0 and math.isfinite(read["motion_gain"])
 
