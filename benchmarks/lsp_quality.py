@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lsp.model import LSP  # noqa: E402
 from zoo.harness import build_datamodule, build_metric_suite, execute, prepare  # noqa: E402
 from zoo.io.atomic import write_json  # noqa: E402
-from zoo.metrics.functional import LANDMARK_REGIONS, lmd, psnr  # noqa: E402
+from zoo.metrics.functional import centred_points, lmd, psnr  # noqa: E402
 from zoo.metrics.suite import to_uint8_hwc  # noqa: E402
 from zoo.model import frames_to_float  # noqa: E402
 from zoo.predict import resolve_checkpoint  # noqa: E402
@@ -96,9 +96,10 @@ def lips_read(rendered: torch.Tensor, truth: torch.Tensor) -> dict:
     [N, 68, 2]. Each frame's lip points are mean-centred (as M-LMD); ``offset_px``: the norm of the mean offset of
     each lip point over the frames, averaged over the 20 points (a lip drawn or read too small or too large);
     ``motion_gain``: the least-squares slope of the rendered lips' motion (about their mean shape) on the true
-    lips' (1: all of it read back, below 1: damped)."""
-    lips = [x[:, LANDMARK_REGIONS["mouth"]].double() for x in (rendered, truth)]
-    rendered, truth = [x - x.mean(dim=1, keepdim=True) for x in lips]                   # [N, 20, 2]
+    lips' (1: all of it read back, below 1: damped). Frames where either detection failed (non-finite points) are
+    left out, as M-LMD leaves them out."""
+    valid = torch.isfinite(rendered).flatten(1).all(1) & torch.isfinite(truth).flatten(1).all(1)
+    rendered, truth = centred_points(rendered[valid]), centred_points(truth[valid])     # [N', 20, 2]
     offset = (rendered - truth).mean(dim=0).norm(dim=-1).mean()
     motion, true_motion = rendered - rendered.mean(dim=0), truth - truth.mean(dim=0)
     gain = (motion * true_motion).sum() / true_motion.square().sum()

@@ -199,6 +199,12 @@ def test_lips_read_gives_the_mean_offset_and_the_motion_read_back(quality_benchm
     read = quality_benchmark.lips_read(rendered, truth)
     assert read["motion_gain"] == pytest.approx(0.5)
     assert read["offset_px"] == pytest.approx((2 * 0.5) / 20)                     # the corners' offset, per point
+    # a failed detection (NaN points) in either reading leaves its frame out instead of poisoning the figures
+    failed_rendered, failed_truth = torch.cat([rendered, rendered[:1]]), torch.cat([truth, truth[:1]])
+    failed_rendered[-1, 50] = float("nan")
+    failed_truth[0, 3] = float("nan")
+    partial = quality_benchmark.lips_read(failed_rendered, failed_truth)
+    assert partial == pytest.approx(quality_benchmark.lips_read(rendered[1:], truth[1:]))
     assert quality_benchmark.lips_read(truth, truth) == {"offset_px": 0.0, "motion_gain": 1.0}
 
 

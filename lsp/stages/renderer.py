@@ -183,7 +183,7 @@ class RendererStage(PersonStage):
     def configure_optimizers(self):
         cfg = self.cfg
         optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-        discriminators = [self.discriminator] + ([self.mouth_discriminator] if self.mouth_discriminator else [])
+        discriminators = [d for d in (self.discriminator, self.mouth_discriminator) if d is not None]
         optimizer_d = torch.optim.Adam([p for d in discriminators for p in d.parameters()], lr=cfg.lr,
                                        betas=tuple(cfg.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))

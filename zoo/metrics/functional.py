@@ -27,7 +27,7 @@ from zoo.metrics.identity import csim
 from zoo.metrics.ssim import SSIM_VARIANTS, ssim
 from zoo.metrics.sync import sync_scores
 
-__all__ = ["psnr", "ssim", "lmd", "lmd_frames", "cpbd", "frechet_distance", "feature_statistics", "lpips",
+__all__ = ["psnr", "ssim", "lmd", "lmd_frames", "centred_points", "cpbd", "frechet_distance", "feature_statistics", "lpips",
            "sync_scores", "csim", "SSIM_VARIANTS", "LANDMARK_REGIONS"]
 
 # iBUG-68 point ranges: the mouth is points 48-67 (outer and inner lips), the face all 68.
@@ -53,6 +53,13 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
     return 10.0 * torch.log10(data_range ** 2 / mse)
 
 
+def centred_points(landmarks: torch.Tensor, region: str = "mouth") -> torch.Tensor:
+    """float64 [..., P, 2]: the region's points of each frame minus their mean, what LMD compares (from
+    [..., 68, 2] iBUG-68 landmarks; P = 20 for the mouth, 68 for the face)."""
+    points = landmarks[..., LANDMARK_REGIONS[region], :].double()
+    return points - points.mean(-2, keepdim=True)
+
+
 def lmd_frames(pred: torch.Tensor, target: torch.Tensor, region: str = "mouth") -> torch.Tensor:
     """Landmark distance of every frame; NaN where either input has a non-finite point (failed detection).
 
@@ -71,11 +78,7 @@ def lmd_frames(pred: torch.Tensor, target: torch.Tensor, region: str = "mouth") 
     if pred.shape != target.shape or pred.ndim < 3 or tuple(pred.shape[-2:]) != (68, 2):
         raise ValueError(f"lmd expects pred and target of shape [..., T, 68, 2], got {tuple(pred.shape)} "
                          f"and {tuple(target.shape)}")
-    points = LANDMARK_REGIONS[region]
-    p, t = pred[..., points, :].double(), target[..., points, :].double()
-    p = p - p.mean(-2, keepdim=True)
-    t = t - t.mean(-2, keepdim=True)
-    per_frame = (p - t).norm(dim=-1).mean(-1)
+    per_frame = (centred_points(pred, region) - centred_points(target, region)).norm(dim=-1).mean(-1)
     # A frame is valid only if all 68 points of both sets are finite, so M-LMD and F-LMD skip the same frames.
     valid = torch.isfinite(pred).flatten(-2).all(-1) & torch.isfinite(target).flatten(-2).all(-1)
     return torch.where(valid, per_frame, torch.full_like(per_frame, float("nan")))
