@@ -16,6 +16,8 @@ same windows for what the suite does not measure:
 It also splits the first two bars into their causes (``diagnosis``): M-LMD measured on the landmarks themselves
 (against the true ones: what a perfect renderer and detector would score) for LSP's predicted landmarks, for its
 mouths under the true head poses, for the ``static`` row's reference frame and, on the synthetic corpus, for the
+``lsp_true_pose_offset_removed``: those mouths with each window's constant offset from the truth taken off (the
+constant part of the style, which the ``static`` row's frame, taken from the same clip, carries); the
 ``audio_only_floor``: the same clips with the mouth their phonemes and loudness alone determine (the speaking
 style's smile, lip-corner and mouth-gain offsets removed, :func:`zoo.synth.styles.without_style`), the error left
 to a model that reads the phonemes perfectly but cannot hear the style; the evaluator's own mouth error (its
@@ -91,6 +93,16 @@ def audio_only_landmarks(dataset, clip_id: str) -> torch.Tensor | None:
     return torch.from_numpy(clip["landmarks2d"])
 
 
+def offset_removed_lmd(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """M-LMD float64 [B] of landmarks ``pred`` against ``truth`` (float [B, T, 68, 2]) once each window's constant
+    offset is taken off: every mean-centred mouth point is shifted by its mean difference from the truth over the
+    window. What is left is the error in the mouth's motion; the part removed is what a frame of the same clip
+    knows, its speaking style's constant shape (the `static` row's frame comes from the clip it is scored on)."""
+    pred, truth = centred_points(pred), centred_points(truth)                          # [B, T, 20, 2]
+    pred = pred + (truth - pred).mean(dim=1, keepdim=True)
+    return (pred - truth).norm(dim=-1).mean(dim=(1, 2))
+
+
 def lips_read(rendered: torch.Tensor, truth: torch.Tensor) -> dict:
     """How rendered lips read against the ground truth, both the evaluator's landmarks of the same frames, float
     [N, 68, 2]. Each frame's lip points are mean-centred (as M-LMD); ``offset_px``: the norm of the mean offset of
@@ -120,7 +132,8 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
     datamodule.setup("test")
     suite = build_metric_suite(run.cfg, datamodule)
     generated_std, true_std, psnrs, windows, suite_scores, read_truth, read_rendered = [], [], [], [], [], [], []
-    landmark_lmd = {"lsp": [], "lsp_true_pose": [], "static": [], "audio_only_floor": [], "detector_on_gt_frames": []}
+    landmark_lmd = {"lsp": [], "lsp_true_pose": [], "lsp_true_pose_offset_removed": [], "static": [],
+                    "audio_only_floor": [], "detector_on_gt_frames": []}
     audio_only: dict[str, torch.Tensor | None] = {}
     for batch in datamodule.test_dataloader():
         clip = model.generate(batch)
@@ -129,7 +142,9 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
         truth = batch["landmarks2d"].double()
         b, t = batch["frames"].shape[:2]
         landmark_lmd["lsp"].append(lmd(clip.landmarks2d.double(), truth, "mouth"))
-        landmark_lmd["lsp_true_pose"].append(lmd(true_pose_landmarks(model, batch).double(), truth, "mouth"))
+        true_pose = true_pose_landmarks(model, batch).double()
+        landmark_lmd["lsp_true_pose"].append(lmd(true_pose, truth, "mouth"))
+        landmark_lmd["lsp_true_pose_offset_removed"].append(offset_removed_lmd(true_pose, truth))
         static = batch["ref_landmarks2d"][:, :1].double().expand_as(truth)     # the static row's frame
         landmark_lmd["static"].append(lmd(static, truth, "mouth"))
         for i, (clip_id, start) in enumerate(zip(batch["clip_id"], batch["start"].tolist())):
@@ -214,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"{name:32s} {b['value']:>9.4f}  (bar {b['threshold']}): {'pass' if b['pass'] else 'FAIL'}")
     marks = own["landmark_m_lmd"]
     floor = "" if marks["audio_only_floor"] is None else f", audio-only floor {marks['audio_only_floor']:.3f}"
-    print(f"landmark-level M-LMD: LSP {marks['lsp']:.3f} ({marks['lsp_true_pose']:.3f} under the true poses), static "
+    print(f"landmark-level M-LMD: LSP {marks['lsp']:.3f} ({marks['lsp_true_pose']:.3f} under the true poses, "
+          f"{marks['lsp_true_pose_offset_removed']:.3f} without each window's constant offset), static "
           f"{marks['static']:.3f} (ratio {marks['ratio']:.3f}){floor}; the detector on ground-truth frames "
           f"{marks['detector_on_gt_frames']:.3f}; renderer on ground-truth landmarks: " +
           ", ".join(f"{k} {v:.3f}" for k, v in own["renderer_gt_landmarks"].items()) +

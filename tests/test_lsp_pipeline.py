@@ -208,6 +208,23 @@ def test_lips_read_gives_the_mean_offset_and_the_motion_read_back(quality_benchm
     assert quality_benchmark.lips_read(truth, truth) == {"offset_px": 0.0, "motion_gain": 1.0}
 
 
+def test_offset_removed_lmd_keeps_only_the_error_in_the_motion(quality_benchmark):
+    from zoo.metrics.functional import lmd
+
+    torch.manual_seed(0)
+    truth = torch.randn(2, 10, 68, 2, dtype=torch.float64)
+    lips = LANDMARK_REGIONS["mouth"]
+    # a constant shape offset per window, and a translation per frame (M-LMD's centring undoes it): no motion error
+    shaped = truth.clone()
+    shaped[:, :, lips] += torch.randn(2, 1, 20, 2, dtype=torch.float64) + torch.randn(2, 10, 1, 2, dtype=torch.float64)
+    assert quality_benchmark.offset_removed_lmd(shaped, truth).abs().max() < 1e-12
+    assert (lmd(shaped, truth, "mouth") > 0.1).all()
+    # an error with no constant part (a lip corner 0.4 px left and right on alternate frames) is all kept
+    moving = truth.clone()
+    moving[:, :, 48, 0] += 0.4 * torch.tensor([1.0, -1.0], dtype=torch.float64).repeat(5)
+    assert quality_benchmark.offset_removed_lmd(moving, truth) == pytest.approx(lmd(moving, truth, "mouth").tolist())
+
+
 def test_quality_benchmark_reports_every_bar(trained, tmp_path, quality_benchmark):
     out = tmp_path / "quality.json"
     result = quality_benchmark.main(["--run", str(trained), "--out", str(out), *SMALL])
@@ -223,6 +240,7 @@ def test_quality_benchmark_reports_every_bar(trained, tmp_path, quality_benchmar
     marks = result["diagnosis"]["landmark_m_lmd"]
     assert marks["static"] > 0 and marks["ratio"] == pytest.approx(marks["lsp"] / marks["static"])
     assert marks["lsp_true_pose"] > 0 and marks["detector_on_gt_frames"] > 0
+    assert marks["lsp_true_pose_offset_removed"] > 0
     assert marks["audio_only_floor"] > 0      # the test corpus is synthetic: its clips regenerate without style
     assert {"M-LMD[synth-landmarks]", "Sync_conf[synth-syncnet]"} <= set(result["diagnosis"]["renderer_gt_landmarks"])
     read = result["diagnosis"]["renderer_lips_read"]
