@@ -47,8 +47,7 @@ from lsp.model import LSP  # noqa: E402
 from zoo.harness import build_datamodule, build_metric_suite, execute, prepare  # noqa: E402
 from zoo.io.atomic import write_json  # noqa: E402
 from zoo.metrics.functional import centred_points, lmd, psnr  # noqa: E402
-from zoo.metrics.suite import to_uint8_hwc  # noqa: E402
-from zoo.model import frames_to_float  # noqa: E402
+from zoo.model import frames_to_float, to_uint8_hwc  # noqa: E402
 from zoo.predict import resolve_checkpoint  # noqa: E402
 from zoo.synth.config import coerce, config_hash  # noqa: E402
 from zoo.synth.corpus import DATASET_NAME, generate_clip  # noqa: E402

@@ -22,14 +22,8 @@ from pytorch_lightning.callbacks import Callback
 from zoo.io.atomic import write_json
 from zoo.io.video import write_video
 from zoo.metrics.suite import MetricSuite
-from zoo.model import GeneratedClip, ZooModule, frames_to_float
+from zoo.model import GeneratedClip, ZooModule, to_uint8_hwc
 from zoo.tracking import log_video_file
-
-
-def to_video_array(frames: torch.Tensor) -> np.ndarray:
-    """float [T, 3, H, W] in [0, 1] (or uint8) -> uint8 [T, H, W, 3] for the video writer."""
-    frames = frames_to_float(frames.detach()).clamp(0, 1)
-    return (frames.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
 
 
 def gather_records(records: list[dict]) -> list[dict]:
@@ -119,7 +113,7 @@ class ClipEvaluator(Callback):
         path = self.run_dir / "media" / stage / name
         audio = batch["audio"][i].float().cpu().numpy() if "audio" in batch else None
         fps = trainer.datamodule.fps
-        write_video(path, to_video_array(clip.frames[i]), fps=fps, audio=audio,
+        write_video(path, to_uint8_hwc(clip.frames[i]), fps=fps, audio=audio,
                     sample_rate=trainer.datamodule.sample_rate)
         return path
 
@@ -191,7 +185,7 @@ class ValidationVideos(Callback):
             side_by_side = previews[i].clamp(0, 1)
             path = self.run_dir / "media" / "val" / f"epoch{trainer.current_epoch:03d}_{clip_id}.mp4"
             audio = batch["audio"][i].float().cpu().numpy() if "audio" in batch else None
-            write_video(path, to_video_array(side_by_side), fps=trainer.datamodule.fps, audio=audio,
+            write_video(path, to_uint8_hwc(side_by_side), fps=trainer.datamodule.fps, audio=audio,
                         sample_rate=trainer.datamodule.sample_rate)
             log_video_file(trainer.logger, f"val/video_{i}", path, f"{clip_id}: ground truth | generated",
                            trainer.global_step)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -39,6 +40,14 @@ class GeneratedClip:
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [..., 3, H, W] in 0..255 -> float32 in [0, 1] (float input passes through)."""
     return frames.float().div_(255.0) if frames.dtype == torch.uint8 else frames
+
+
+def to_uint8_hwc(frames: torch.Tensor) -> np.ndarray:
+    """float [T, 3, H, W] in [0, 1] (or uint8) -> uint8 [T, H, W, 3] numpy, rounded as a video encoder takes them:
+    what the video writer and the metric backbones read."""
+    if frames.dtype != torch.uint8:
+        frames = frames.detach().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).cpu().numpy()
 
 
 class ZooModule(pl.LightningModule):

@@ -51,7 +51,7 @@ def load_poses(path: str) -> torch.Tensor:
 def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Optional[str], seed: int = 0,
                        pose_path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Path:
     from zoo.io.audio import load_audio
-    from zoo.evaluation import to_video_array
+    from zoo.model import to_uint8_hwc
     from zoo.io.video import write_video
 
     if out is None:
@@ -68,7 +68,7 @@ def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Op
     net = model_class.load(resolve_checkpoint(model, ckpt))
     audio = load_audio(audio_path, net.sample_rate)
     result = net.predict_audio(audio, seed=seed, poses=poses, progress=True)
-    frames = to_video_array(result.frames)
+    frames = to_uint8_hwc(result.frames)
     write_video(out, frames, fps=net.fps, audio=audio, sample_rate=net.sample_rate)
     print(f"wrote {out}: {len(frames)} frames at {net.fps:g} fps with {len(audio) / net.sample_rate:.2f} s of audio")
     return Path(out)

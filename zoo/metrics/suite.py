@@ -22,6 +22,7 @@ from zoo.metrics import functional as F
 from zoo.metrics.fid import FrechetDistance
 from zoo.metrics.identity import align_faces, csim
 from zoo.metrics.sync import sync_scores, video_variant
+from zoo.model import to_uint8_hwc
 
 ALL_METRICS = ("lmd", "ssim", "psnr", "cpbd", "csim", "fid", "sync", "lpips")
 LEARNED_METRICS = {"lmd", "csim", "fid", "sync", "lpips"}   # the ones that need backbone networks
@@ -60,13 +61,6 @@ def luma(frames_uint8: np.ndarray) -> np.ndarray:
     """uint8 [..., H, W, 3] RGB -> uint8 [..., H, W] luma, PIL's ``convert('L')`` integer arithmetic."""
     rgb = frames_uint8.astype(np.uint32)
     return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
-
-
-def to_uint8_hwc(frames: torch.Tensor) -> np.ndarray:
-    """float [T, 3, H, W] in [0, 1] (or uint8) -> uint8 [T, H, W, 3] numpy, rounding like a video encoder."""
-    if frames.dtype != torch.uint8:
-        frames = frames.clamp(0, 1).mul(255).round().to(torch.uint8)
-    return frames.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _finite_mean(values) -> float:
