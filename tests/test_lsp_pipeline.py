@@ -15,7 +15,7 @@ from lsp.model import LSP
 from lsp.stages.renderer import RendererConfig, RendererStage
 from lsp.streaming import LSPStream
 from zoo.cli import main
-from zoo.metrics.functional import LANDMARK_REGIONS
+from zoo.metrics.functional import LANDMARK_REGIONS, lmd
 
 # Small widths keep the whole pipeline to seconds; the architecture is the same.
 SMALL = ["experiment=smoke", "logger=csv", "trainer.progress_bar=none", "model.apc.hidden_size=32",
@@ -209,8 +209,6 @@ def test_lips_read_gives_the_mean_offset_and_the_motion_read_back(quality_benchm
 
 
 def test_offset_removed_lmd_keeps_only_the_error_in_the_motion(quality_benchmark):
-    from zoo.metrics.functional import lmd
-
     torch.manual_seed(0)
     truth = torch.randn(2, 10, 68, 2, dtype=torch.float64)
     lips = LANDMARK_REGIONS["mouth"]

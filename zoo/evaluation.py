@@ -182,10 +182,9 @@ class ValidationVideos(Callback):
         with torch.no_grad():
             previews = pl_module.preview(batch)
         for i, clip_id in enumerate(batch["clip_id"]):
-            side_by_side = previews[i].clamp(0, 1)
             path = self.run_dir / "media" / "val" / f"epoch{trainer.current_epoch:03d}_{clip_id}.mp4"
             audio = batch["audio"][i].float().cpu().numpy() if "audio" in batch else None
-            write_video(path, to_uint8_hwc(side_by_side), fps=trainer.datamodule.fps, audio=audio,
+            write_video(path, to_uint8_hwc(previews[i]), fps=trainer.datamodule.fps, audio=audio,
                         sample_rate=trainer.datamodule.sample_rate)
             log_video_file(trainer.logger, f"val/video_{i}", path, f"{clip_id}: ground truth | generated",
                            trainer.global_step)

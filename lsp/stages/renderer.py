@@ -122,17 +122,17 @@ class RendererStage(PersonStage):
         real = frames_to_float(batch["frames"].flatten(0, 1)).mul(2).sub(1)
         fake = self.generator(condition)
         lips = batch["landmarks2d"].flatten(0, 1)[:, LANDMARK_REGIONS["mouth"]].float()         # [N, 20, 2]
-
-        def mouth_crops(image: torch.Tensor) -> torch.Tensor:
-            return region_crops(torch.cat([condition[:, :1], image], 1), lips, cfg.mouth_crop_size)
+        if self.mouth_discriminator is not None:   # edge map + image around the lips, cropped once a step
+            real_crop, fake_crop = (region_crops(torch.cat([condition[:, :1], image], 1), lips, cfg.mouth_crop_size)
+                                    for image in (real, fake))
 
         self.toggle_optimizer(optimizer_d)
         real_outputs = self.discriminator(torch.cat([condition, real], 1))
         fake_outputs = self.discriminator(torch.cat([condition, fake.detach()], 1))
         loss_d = 0.5 * (self.gan_loss(real_outputs, True) + self.gan_loss(fake_outputs, False))
         if self.mouth_discriminator is not None:
-            real_mouth = self.mouth_discriminator(mouth_crops(real))
-            fake_mouth = self.mouth_discriminator(mouth_crops(fake.detach()))
+            real_mouth = self.mouth_discriminator(real_crop)
+            fake_mouth = self.mouth_discriminator(fake_crop.detach())
             loss_d = loss_d + 0.5 * cfg.lambda_mouth_gan * (self.gan_loss(real_mouth, True) +
                                                              self.gan_loss(fake_mouth, False))
         optimizer_d.zero_grad(set_to_none=True)
@@ -146,7 +146,7 @@ class RendererStage(PersonStage):
                   "l1": F.l1_loss(fake, real) * cfg.lambda_l1,
                   "feat": feature_matching_loss(fake_outputs, real_outputs) * cfg.lambda_feat}
         if self.mouth_discriminator is not None:
-            fake_mouth = self.mouth_discriminator(mouth_crops(fake))
+            fake_mouth = self.mouth_discriminator(fake_crop)
             losses["mouth_gan"] = self.gan_loss(fake_mouth, True, for_discriminator=False) * cfg.lambda_mouth_gan
             losses["mouth_feat"] = (feature_matching_loss(fake_mouth, real_mouth) * cfg.lambda_feat
                                     * cfg.lambda_mouth_gan)

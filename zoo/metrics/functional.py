@@ -27,8 +27,8 @@ from zoo.metrics.identity import csim
 from zoo.metrics.ssim import SSIM_VARIANTS, ssim
 from zoo.metrics.sync import sync_scores
 
-__all__ = ["psnr", "ssim", "lmd", "lmd_frames", "centred_points", "cpbd", "frechet_distance", "feature_statistics", "lpips",
-           "sync_scores", "csim", "SSIM_VARIANTS", "LANDMARK_REGIONS"]
+__all__ = ["psnr", "ssim", "lmd", "lmd_frames", "centred_points", "cpbd", "frechet_distance", "feature_statistics",
+           "lpips", "sync_scores", "csim", "SSIM_VARIANTS", "LANDMARK_REGIONS"]
 
 # iBUG-68 point ranges: the mouth is points 48-67 (outer and inner lips), the face all 68.
 LANDMARK_REGIONS = {"mouth": slice(48, 68), "face": slice(0, 68)}
