@@ -24,7 +24,10 @@ to a model that reads the phonemes perfectly but cannot hear the style; the eval
 landmarks of the ground-truth frames against the true ones); M-LMD / Sync_conf of the renderer driven by the
 ground-truth landmarks; and how the evaluator reads that renderer's lips (``renderer_lips_read``, against its
 reading of the ground-truth frames): their mean offset per lip point (a blurred lip is read smaller) and the share
-of the lips' motion it reads back.
+of the lips' motion it reads back. ``rendered_m_lmd`` closes the loop: the suite's M-LMD of LSP's renderer driven by
+the ground-truth landmarks, by LSP's mouths under the true poses and by the audio-only floor's landmarks, each
+with its ratio to ``static``'s, i.e. the M-LMD bar a perfect head-pose model, and then a perfect phoneme reader,
+would reach with this renderer.
 
 ``key=value`` overrides go to every run (e.g. ``data=folder data.root=...``). Writes the JSON atomically.
 """
@@ -92,6 +95,12 @@ def audio_only_landmarks(dataset, clip_id: str) -> torch.Tensor | None:
     return torch.from_numpy(clip["landmarks2d"])
 
 
+def metric_key(scores: dict, metric: str) -> str:
+    """The one key of ``scores`` naming ``metric`` (keys carry their backbone, e.g. ``M-LMD[synth-landmarks]``)."""
+    (key,) = [k for k in scores if k.startswith(metric)]
+    return key
+
+
 def offset_removed_lmd(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """M-LMD float64 [B] of landmarks ``pred`` against ``truth`` (float [B, T, 68, 2]) once each window's constant
     offset is taken off: every mean-centred mouth point is shifted by its mean difference from the truth over the
@@ -134,6 +143,7 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
     landmark_lmd = {"lsp": [], "lsp_true_pose": [], "lsp_true_pose_offset_removed": [], "static": [],
                     "audio_only_floor": [], "detector_on_gt_frames": []}
     audio_only: dict[str, torch.Tensor | None] = {}
+    rendered_m_lmd: dict[str, list[float]] = {"gt_landmarks": [], "lsp_true_pose": [], "audio_only_floor": []}
     for batch in datamodule.test_dataloader():
         clip = model.generate(batch)
         generated_std.append(clip.pose.std(dim=1))                     # [B, 6]: over each window's frames
@@ -146,19 +156,28 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
         landmark_lmd["lsp_true_pose_offset_removed"].append(offset_removed_lmd(true_pose, truth))
         static = batch["ref_landmarks2d"][:, :1].double().expand_as(truth)     # the static row's frame
         landmark_lmd["static"].append(lmd(static, truth, "mouth"))
+        floors = []
         for i, (clip_id, start) in enumerate(zip(batch["clip_id"], batch["start"].tolist())):
             if clip_id not in audio_only:
                 audio_only[clip_id] = audio_only_landmarks(datamodule.dataset, clip_id)
             if audio_only[clip_id] is not None:
-                floor = audio_only[clip_id][start:start + t].double()
-                landmark_lmd["audio_only_floor"].append(lmd(floor[None], truth[i:i + 1], "mouth"))
+                floors.append(audio_only[clip_id][start:start + t].double())
+                landmark_lmd["audio_only_floor"].append(lmd(floors[-1][None], truth[i:i + 1], "mouth"))
         detected = torch.as_tensor(suite.backbones.landmarker(to_uint8_hwc(batch["frames"].flatten(0, 1))))
         landmark_lmd["detector_on_gt_frames"].append(lmd(detected.double().reshape(b, t, 68, 2), truth, "mouth"))
-        rendered = model.render_landmarks(batch["landmarks2d"].flatten(0, 1), batch["shoulders2d"].flatten(0, 1))
+        drivers = {"gt_landmarks": batch["landmarks2d"], "lsp_true_pose": true_pose}
+        if len(floors) == b:
+            drivers["audio_only_floor"] = torch.stack(floors)
+        for name, landmarks in drivers.items():
+            rendered = model.render_landmarks(landmarks.flatten(0, 1).to(batch["landmarks2d"]),
+                                              batch["shoulders2d"].flatten(0, 1))              # [B*T, 3, H, W]
+            scores = suite.score(batch, rendered.reshape(b, t, *rendered.shape[1:]))
+            rendered_m_lmd[name] += [window[metric_key(window, "M-LMD")] for window in scores]
+            if name == "gt_landmarks":
+                suite_scores += scores
+                psnrs.append(psnr(rendered, frames_to_float(batch["frames"]).flatten(0, 1)))
+                read_rendered.append(torch.as_tensor(suite.backbones.landmarker(to_uint8_hwc(rendered))))
         read_truth.append(detected)
-        read_rendered.append(torch.as_tensor(suite.backbones.landmarker(to_uint8_hwc(rendered))))
-        psnrs.append(psnr(rendered, frames_to_float(batch["frames"]).flatten(0, 1)))
-        suite_scores += suite.score(batch, rendered.reshape(b, t, *rendered.shape[1:]))
         windows += [(c, int(s)) for c, s in zip(batch["clip_id"], batch["start"])]
     generated, truth = torch.cat(generated_std).mean(0), torch.cat(true_std).mean(0)    # [6]
     ratio = generated / truth
@@ -172,7 +191,8 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
                                        "true landmarks"},
             "renderer_gt_landmarks": {k: sum(s[k] for s in suite_scores) / len(suite_scores)
                                       for k in suite_scores[0]},
-            "renderer_lips_read": lips_read(torch.cat(read_rendered), torch.cat(read_truth))}
+            "renderer_lips_read": lips_read(torch.cat(read_rendered), torch.cat(read_truth)),
+            "rendered_m_lmd": {name: sum(v) / len(v) if v else None for name, v in rendered_m_lmd.items()}}
 
 
 def bar(value: float, threshold: str, passed: bool, **detail) -> dict:
@@ -199,8 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     windows = {name: [(c["clip_id"], c["start"]) for c in r["clips"]] for name, r in results.items()}
     if not all(w == own["windows"] for w in windows.values()):
         raise RuntimeError("the gt, static and LSP runs did not score the same windows")
-    (m_lmd,) = [k for k in results["lsp"]["aggregate"] if k.startswith("M-LMD")]
-    (sync,) = [k for k in results["lsp"]["aggregate"] if k.startswith("Sync_conf")]
+    m_lmd, sync = (metric_key(results["lsp"]["aggregate"], name) for name in ("M-LMD", "Sync_conf"))
     agg = {name: r["aggregate"] for name, r in results.items()}
     m_ratio = agg["lsp"][m_lmd] / agg["static"][m_lmd]
     s_ratio = agg["lsp"][sync] / agg["gt"][sync]
@@ -212,13 +231,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "pose_std_vs_gt": bar(pose_ratio, "0.5-2", 0.5 <= pose_ratio <= 2.0),
         "renderer_psnr_gt_landmarks_db": bar(rendered, ">= 25", rendered >= 25.0),
     }
+    rendered_ratios = {name: None if v is None else v / agg["static"][m_lmd]
+                       for name, v in own["rendered_m_lmd"].items()}
     result = {"benchmark": "lsp_quality", "checkpoint": str(ckpt), "identity": identity,
               "dataset": results["lsp"]["dataset"], "num_windows": len(own["windows"]),
               "window_seconds": own["window_seconds"],
               "bars": bars, "all_pass": all(b["pass"] for b in bars.values()), "pose_std": own["pose_std"],
               "diagnosis": {"landmark_m_lmd": own["landmark_m_lmd"],
                             "renderer_gt_landmarks": own["renderer_gt_landmarks"],
-                            "renderer_lips_read": own["renderer_lips_read"]},
+                            "renderer_lips_read": own["renderer_lips_read"],
+                            "rendered_m_lmd": {
+                                **own["rendered_m_lmd"], "ratio_to_static": rendered_ratios,
+                                "unit": "the suite's M-LMD of LSP's renderer driven by these landmarks"}},
               "aggregate": agg, "metric_variants": results["lsp"]["metrics"],
               "environment": {"torch": torch.__version__, "platform": platform.platform()},
               "seconds": round(time.time() - started, 1)}
@@ -235,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
           ", ".join(f"{k} {v:.3f}" for k, v in own["renderer_gt_landmarks"].items()) +
           "; its lips as the evaluator reads them: offset {offset_px:.3f} px per point, motion gain {motion_gain:.3f}"
           .format(**own["renderer_lips_read"]))
+    print("the renderer's M-LMD (its ratio to static's) driven by " + ", ".join(
+        f"{name} {v:.3f} ({rendered_ratios[name]:.3f})" for name, v in own["rendered_m_lmd"].items() if v is not None))
     return result
 
 

@@ -243,4 +243,11 @@ def test_quality_benchmark_reports_every_bar(trained, tmp_path, quality_benchmar
     assert {"M-LMD[synth-landmarks]", "Sync_conf[synth-syncnet]"} <= set(result["diagnosis"]["renderer_gt_landmarks"])
     read = result["diagnosis"]["renderer_lips_read"]
     assert read["offset_px"] >= 0 and math.isfinite(read["motion_gain"])
+    rendered = result["diagnosis"]["rendered_m_lmd"]
+    # the same renders the suite scored: the ground-truth-driven one is renderer_gt_landmarks' M-LMD
+    suite_on_gt = result["diagnosis"]["renderer_gt_landmarks"]
+    assert rendered["gt_landmarks"] == pytest.approx(suite_on_gt["M-LMD[synth-landmarks]"])
+    for name in ("gt_landmarks", "lsp_true_pose", "audio_only_floor"):
+        assert rendered[name] > 0
+        assert rendered["ratio_to_static"][name] == pytest.approx(rendered[name] / bars["m_lmd_vs_static"]["static"])
 
