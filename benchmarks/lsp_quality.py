@@ -139,11 +139,11 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
     datamodule.prepare_data()
     datamodule.setup("test")
     suite = build_metric_suite(run.cfg, datamodule)
-    generated_std, true_std, psnrs, windows, suite_scores, read_truth, read_rendered = [], [], [], [], [], [], []
+    generated_std, true_std, psnrs, windows, read_truth, read_rendered = [], [], [], [], [], []
     landmark_lmd = {"lsp": [], "lsp_true_pose": [], "lsp_true_pose_offset_removed": [], "static": [],
                     "audio_only_floor": [], "detector_on_gt_frames": []}
     audio_only: dict[str, torch.Tensor | None] = {}
-    rendered_m_lmd: dict[str, list[float]] = {"gt_landmarks": [], "lsp_true_pose": [], "audio_only_floor": []}
+    rendered_scores: dict[str, list[dict]] = {"gt_landmarks": [], "lsp_true_pose": [], "audio_only_floor": []}
     for batch in datamodule.test_dataloader():
         clip = model.generate(batch)
         generated_std.append(clip.pose.std(dim=1))                     # [B, 6]: over each window's frames
@@ -171,10 +171,8 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
         for name, landmarks in drivers.items():
             rendered = model.render_landmarks(landmarks.flatten(0, 1).to(batch["landmarks2d"]),
                                               batch["shoulders2d"].flatten(0, 1))              # [B*T, 3, H, W]
-            scores = suite.score(batch, rendered.reshape(b, t, *rendered.shape[1:]))
-            rendered_m_lmd[name] += [window[metric_key(window, "M-LMD")] for window in scores]
+            rendered_scores[name] += suite.score(batch, rendered.reshape(b, t, *rendered.shape[1:]))
             if name == "gt_landmarks":
-                suite_scores += scores
                 psnrs.append(psnr(rendered, frames_to_float(batch["frames"]).flatten(0, 1)))
                 read_rendered.append(torch.as_tensor(suite.backbones.landmarker(to_uint8_hwc(rendered))))
         read_truth.append(detected)
@@ -182,6 +180,8 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
     generated, truth = torch.cat(generated_std).mean(0), torch.cat(true_std).mean(0)    # [6]
     ratio = generated / truth
     landmark_means = {name: float(torch.cat(v).mean()) if v else None for name, v in landmark_lmd.items()}
+    suite_means = {name: {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]} if scores else None
+                   for name, scores in rendered_scores.items()}
     return {"windows": windows, "window_seconds": run.cfg.data.window_seconds,
             "pose_std": {"generated": generated.tolist(), "ground_truth": truth.tolist(), "ratio": ratio.tolist(),
                          "mean_ratio": float(ratio.mean()), "dimensions": ["rx", "ry", "rz", "tx", "ty", "tz"]},
@@ -189,10 +189,10 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
             "landmark_m_lmd": {**landmark_means, "ratio": landmark_means["lsp"] / landmark_means["static"],
                                "unit": "pixels of the frame, each frame's mouth points mean-centred, against the "
                                        "true landmarks"},
-            "renderer_gt_landmarks": {k: sum(s[k] for s in suite_scores) / len(suite_scores)
-                                      for k in suite_scores[0]},
+            "renderer_gt_landmarks": suite_means["gt_landmarks"],
             "renderer_lips_read": lips_read(torch.cat(read_rendered), torch.cat(read_truth)),
-            "rendered_m_lmd": {name: sum(v) / len(v) if v else None for name, v in rendered_m_lmd.items()}}
+            "rendered_m_lmd": {name: None if means is None else means[metric_key(means, "M-LMD")]
+                               for name, means in suite_means.items()}}
 
 
 def bar(value: float, threshold: str, passed: bool, **detail) -> dict:
