@@ -259,6 +259,14 @@ def measure_front(model: LSP, device: torch.device, min_seconds: float) -> dict:
 
 # ------------------------------------------------------------------------------------------------ driver
 
+def model_devices(choice: str) -> list[str]:
+    """The devices of ``--device auto|cpu|cuda``: ``auto`` is the CPU, and CUDA as well when there is one."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available")
+    return {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []), "cpu": ["cpu"],
+            "cuda": ["cuda"]}[choice]
+
+
 def environment(device_names: list[str]) -> dict:
     env = {
         "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
@@ -313,10 +321,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available")
-    devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []), "cpu": ["cpu"],
-               "cuda": ["cuda"]}[args.device]
+    devices = model_devices(args.device)
     if "cuda" in devices:
         torch.backends.cudnn.benchmark = True
     env = environment(devices)

@@ -60,7 +60,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from lsp_streaming import environment  # noqa: E402
+from lsp_streaming import environment, model_devices  # noqa: E402
 
 from zoo.config import compose, to_dataclass  # noqa: E402
 from zoo.harness import add_model_fields, build_datamodule, build_trainer, prepare  # noqa: E402
@@ -239,10 +239,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available")
-    devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []), "cpu": ["cpu"],
-               "cuda": ["cuda"]}[args.device]
+    devices = model_devices(args.device)
     quiet_lightning()
     env = environment(devices)
     plan = stage_plan([p.strip() for p in args.models.split(",") if p.strip()])

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+import pytest
 import torch
+
+from zoo.errors import DataError
 
 
 def optimise(loss_fn: Callable[[], torch.Tensor], parameters, steps: int, lr: float) -> list[float]:
@@ -17,3 +20,12 @@ def optimise(loss_fn: Callable[[], torch.Tensor], parameters, steps: int, lr: fl
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def one_line_error(fn: Callable[[], object], *fragments: str) -> None:
+    """``fn()`` raises a one-line :class:`DataError` that names every fragment."""
+    with pytest.raises(DataError) as info:
+        fn()
+    assert "\n" not in str(info.value)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)

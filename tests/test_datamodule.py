@@ -11,7 +11,8 @@ from zoo.data import DataConfig, TalkingHeadDataModule, open_dataset
 from zoo.data.datamodule import FORKSERVER_PRELOAD
 from zoo.data.fake import write_fake_dataset
 from zoo.data.features import log_mel, mfcc
-from zoo.errors import DataError
+
+from helpers import one_line_error
 
 FPS, SR, SIZE = 25.0, 16000, 32
 ALL_FIELDS = ["frames", "audio", "mel", "mfcc", "landmarks2d", "landmarks3d", "pose", "expression", "phoneme",
@@ -31,14 +32,6 @@ def make(root, stage="fit", **overrides) -> TalkingHeadDataModule:
     datamodule = TalkingHeadDataModule(cfg)
     datamodule.setup(stage)
     return datamodule
-
-
-def one_line_error(fn, *fragments):
-    with pytest.raises(DataError) as info:
-        fn()
-    assert "\n" not in str(info.value)
-    for fragment in fragments:
-        assert fragment in str(info.value), str(info.value)
 
 
 def test_batch_shapes_and_dtypes_of_every_field(root):

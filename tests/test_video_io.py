@@ -6,18 +6,11 @@ import pytest
 import soundfile as sf
 
 from zoo.data.fake import fake_clip
-from zoo.errors import DataError
 from zoo.io import load_audio, read_video, save_audio, write_video
 
+from helpers import one_line_error
+
 SR = 16000
-
-
-def one_line_error(fn, *fragments):
-    with pytest.raises(DataError) as info:
-        fn()
-    assert "\n" not in str(info.value)
-    for fragment in fragments:
-        assert fragment in str(info.value), str(info.value)
 
 
 def _leftovers(directory):
