@@ -97,7 +97,7 @@ def audio_only_landmarks(dataset, clip_id: str) -> torch.Tensor | None:
 
 def metric_key(scores: dict, metric: str) -> str:
     """The one key of ``scores`` naming ``metric`` (keys carry their backbone, e.g. ``M-LMD[synth-landmarks]``)."""
-    (key,) = [k for k in scores if k.startswith(metric)]
+    (key,) = [k for k in scores if k == metric or k.startswith(metric + "[")]
     return key
 
 
