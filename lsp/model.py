@@ -154,14 +154,19 @@ class LSP(TalkingHeadModel):
     def load(cls, path: str | Path, map_location: str = "cpu") -> LSP:
         """The assembled model saved by ``zoo fit --model lsp`` (its config comes from the checkpoint)."""
         from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
 
         from zoo.config import to_dataclass
 
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        not_lsp = f"{path} is not an assembled LSP checkpoint (`zoo fit --model lsp` writes one)"
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-            raise WeightsError(f"{path} is not an assembled LSP checkpoint (`zoo fit --model lsp` writes one)")
-        cfg = to_dataclass(OmegaConf.merge(OmegaConf.structured(LSPConfig), checkpoint["hyper_parameters"]),
-                           LSPConfig)
+            raise WeightsError(not_lsp)
+        try:   # a stage's checkpoint (lsp.mouth, ...) has its own hyper-parameters
+            cfg = to_dataclass(OmegaConf.merge(OmegaConf.structured(LSPConfig), checkpoint["hyper_parameters"]),
+                               LSPConfig)
+        except OmegaConfBaseException as error:
+            raise WeightsError(f"{not_lsp}: {str(error).splitlines()[0]}") from None
         model = cls(cfg)
         try:
             model.load_state_dict(checkpoint["state_dict"])

@@ -6,7 +6,7 @@ from typing import Callable
 import pytest
 import torch
 
-from zoo.errors import DataError
+from zoo.errors import DataError, ZooError
 
 
 def optimise(loss_fn: Callable[[], torch.Tensor], parameters, steps: int, lr: float) -> list[float]:
@@ -22,10 +22,12 @@ def optimise(loss_fn: Callable[[], torch.Tensor], parameters, steps: int, lr: fl
     return losses
 
 
-def one_line_error(fn: Callable[[], object], *fragments: str) -> None:
-    """``fn()`` raises a one-line :class:`DataError` that names every fragment."""
-    with pytest.raises(DataError) as info:
+def one_line_error(fn: Callable[[], object], *fragments: str, error: type[ZooError] = DataError) -> str:
+    """``fn()`` raises a one-line ``error`` that names every fragment; returns its message."""
+    with pytest.raises(error) as info:
         fn()
-    assert "\n" not in str(info.value)
+    message = str(info.value)
+    assert "\n" not in message
     for fragment in fragments:
-        assert fragment in str(info.value), str(info.value)
+        assert fragment in message, message
+    return message

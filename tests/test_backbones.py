@@ -292,3 +292,5 @@ def test_load_exact_accepts_missing_num_batches_tracked():
     state = {k: v for k, v in random_state_dict(net).items() if "num_batches" not in k}
     load_exact(net, state, "toy")
     assert torch.equal(net[1].running_var, state["1.running_var"])
+    with pytest.raises(WeightsError, match=r"^toy: expected a state dict \(mapping of tensors\), got list$"):
+        load_exact(net, list(state.values()), "toy")

@@ -100,6 +100,21 @@ def test_same_seed_reproduces_the_numbers_from_scratch(first, tmp_path):
     assert values(tmp_path / "out") == values(first / "out")
 
 
+def test_rows_scored_on_different_windows_are_refused(first, tmp_path, capsys):
+    shutil.copytree(first / "runs", tmp_path / "runs")
+    (cell,) = (tmp_path / "runs" / "bench" / "bench-test" / "static").iterdir()
+    results = cell / "results" / "test.json"
+    record = json.loads(results.read_text())
+    record["clips"] = record["clips"][1:]                         # as if static had skipped a window
+    results.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert bench(first, tmp_path / "runs", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: leaderboard table 'test': rows were scored on different windows") and \
+        err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--models", "nope"], "unknown method(s) nope in --models"),
     (["--budget", "nope"], "unknown budget 'nope'; valid budgets: full, small"),

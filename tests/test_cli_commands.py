@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+import soundfile as sf
+
 from zoo.cli import main
 from zoo.data import open_dataset
 from zoo.registry import list_models
@@ -45,3 +49,29 @@ def test_predict_writes_every_clip(capsys, tiny_corpus, tmp_path):
     result = json.loads((tmp_path / "static" / "smoke" / "results" / "predict.json").read_text())
     videos = sorted((tmp_path / "static" / "smoke" / "media" / "predict").glob("*.mp4"))
     assert result["num_clips"] == len(videos) > 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ckpt", "{tmp}/run"], "--audio needs --out OUT.mp4"),
+    (["--ckpt", "{tmp}/run", "--out", "{tmp}/o.mp4", "model.mouth_amplitude=2"],
+     "--audio prediction takes no config overrides (got model.mouth_amplitude=2); the model's config comes from its "
+     "checkpoint"),
+    (["--out", "{tmp}/o.mp4", "--model", "static"], "model 'static' does not predict from an audio file"),
+    (["--out", "{tmp}/o.mp4", "--audio", "{tmp}/absent.wav"], "--audio file not found: {tmp}/absent.wav"),
+    (["--out", "{tmp}/o.mp4", "--pose", "{tmp}/speech.wav"], "--pose {tmp}/speech.wav: cannot read a .npy array"),
+    (["--out", "{tmp}/o.mp4", "--ckpt", "{tmp}/run"],
+     "--ckpt {tmp}/run: no checkpoints/best*.ckpt or checkpoints/last.ckpt in that run"),
+    (["--out", "{tmp}/o.mp4", "--ckpt", "{tmp}/last.ckpt"], "--ckpt checkpoint not found: {tmp}/last.ckpt"),
+    (["--out", "{tmp}/o.mp4"], "no checkpoint found for model 'lsp' under runs/lsp; train it with "
+                               "`zoo fit --model lsp` or pass --ckpt RUN"),
+])
+def test_predict_from_audio_errors_are_one_line(capsys, tmp_path, monkeypatch, extra, message):
+    # every check runs before a model is loaded, so no trained model is needed; nothing is written
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    sf.write(tmp_path / "speech.wav", np.zeros(1600, np.float32), 16000)
+    argv = ["predict", "--model", "lsp", "--audio", "{tmp}/speech.wav", *extra]
+    code = main([a.format(tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {message.format(tmp=tmp_path)}") and err.count("\n") == 1, err
+    assert not (tmp_path / "o.mp4").exists()

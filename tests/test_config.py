@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from zoo.cli import main
-from zoo.config import compose, group_choices
+from zoo.config import compose, group_choices, merge_layer, schema_for
 from zoo.errors import ConfigError
 
 
@@ -41,6 +41,12 @@ def test_experiment_group_applies():
     (["logger=tensorboard"], "unknown logger 'tensorboard'"),
     (["trainer.precision=8"], "invalid value '8' for 'trainer.precision'"),
     (["notakeyvalue"], "not of the form key=value"),
+    (["model.lr=[1,"], "cannot parse override 'model.lr=[1,'"),
+    (["data.synth=3"], "wrong type for 'data.synth' in override 'data.synth=3'"),
+    (["data.fields={a: 1}"], "wrong type for 'data.fields' in override 'data.fields={a: 1}'"),
+    (["trainer.max_epochs=${nope}"], "cannot resolve 'trainer.max_epochs': Interpolation key 'nope' not found"),
+    (["run.model=static"], "run.model is 'static' but --model is 'lsp.apc'; set the model with --model only"),
+    (["eval.metrics=[psnr,mlmd]"], "invalid metric 'mlmd' in 'eval.metrics'; valid choices: lmd, ssim, psnr"),
 ])
 def test_bad_overrides_one_line(capsys, override, fragment):
     code, _, err = run_cli(capsys, "config", "--model", "lsp.apc", *override)
@@ -74,6 +80,30 @@ def test_bad_key_inside_config_file_names_the_file(capsys, tmp_path):
     bad.write_text("data:\n  batchsize: 4\n")
     code, _, err = run_cli(capsys, "config", "--model", "static", "--config", str(bad))
     assert code == 2 and "unknown key 'data.batchsize'" in err and "bad.yaml" in err
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("- a\n- b\n", "must hold a mapping at the top level"),
+    ("trainer: [\n", "cannot parse"),
+    ("trainer:\n  max_epochs: ${oops\n", "cannot parse"),
+    ("model:\n  lr: ${trainer.nope}\n", "cannot resolve 'model.lr': Interpolation key 'trainer.nope' not found"),
+    ("trainer: [1, 2]\n", "wrong type for 'trainer' in"),
+])
+def test_bad_config_file_one_line(capsys, tmp_path, text, fragment):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    code, _, err = run_cli(capsys, "config", "--model", "lsp.apc", "--config", str(bad))
+    assert code == 2 and fragment in err and err.count("\n") == 1
+    assert "bad.yaml" in err or "cannot resolve" in err      # the merged config no longer knows the file
+
+
+def test_other_omegaconf_errors_name_the_source():
+    with pytest.raises(ConfigError, match=r"^invalid config in budget.yaml: no viable alternative at input"):
+        merge_layer(schema_for("lsp.apc"), {"model": {"lr": "${"}}, "budget.yaml")
+
+
+def test_interpolations_resolve_at_composition():
+    assert compose("lsp.apc", overrides=["trainer.max_epochs=${run.seed}", "run.seed=4"]).trainer.max_epochs == 4
 
 
 def test_groups_exist():

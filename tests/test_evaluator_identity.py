@@ -1,6 +1,7 @@
 """The ``identity_embedder`` evaluator: shapes, CosFace, verification arithmetic, training, quality, save/load, CLI."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,10 +11,11 @@ import torch
 import zoo.evaluators.identity_embedder as ie  # registers the model
 from zoo.cli import main
 from zoo.data.clip_format import open_dataset
+from zoo.data.fake import write_fake_dataset
 from zoo.metrics.fid import FrechetDistance
 from zoo.metrics.identity import csim, embed_faces
 from zoo.registry import create_model
-from helpers import optimise
+from helpers import one_line_error, optimise
 
 SMALL = dict(widths=[8, 16, 16, 32], embedding_dim=64, num_identities=3)
 
@@ -134,6 +136,22 @@ def test_evaluate_quality(tiny_corpus):
     # val has one clip per identity: no positive pairs, so no threshold; reported as NaN, not an error
     default = ie.evaluate_quality(model, dataset, frames_per_clip=2, unseen_split=None)
     assert math.isnan(default["threshold"]) and default["passed"] is False and "unseen_auc" not in default
+
+
+def test_clips_without_an_identity_or_a_split_without_clips_are_one_line(tmp_path):
+    model = ie.IdentityEmbedder(ie.IdentityEmbedderConfig(**SMALL)).eval()
+    root = write_fake_dataset(tmp_path / "fake", splits={"train": 2, "val": 1}, seconds=1.0, size=64)
+    (clip_id,) = open_dataset(root).clip_ids("val")
+    record = json.loads((root / "clips" / clip_id / "clip.json").read_text())
+    del record["meta"]["identity"]
+    (root / "clips" / clip_id / "clip.json").write_text(json.dumps(record))
+    dataset = open_dataset(root)
+    quality = dict(frames_per_clip=1, unseen_split=None)
+    one_line_error(lambda: ie.evaluate_quality(model, dataset, "val", threshold_split="val", **quality),
+                   f"clip '{clip_id}' has no meta.identity (needed for verification pairs)")
+    dataset.splits["train"] = []                          # in memory only: a prepared split always lists clips
+    one_line_error(lambda: ie.evaluate_quality(model, dataset, "train", threshold_split="train", **quality),
+                   "split 'train' of dataset 'fake' has no clips")
 
 
 def test_create_model_state_dict_round_trip():

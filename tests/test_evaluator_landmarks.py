@@ -10,8 +10,10 @@ import torch
 import zoo.evaluators.landmark_detector as ld  # registers the model
 from zoo.cli import main
 from zoo.data.clip_format import open_dataset
+from zoo.data.fake import write_fake_dataset
+from zoo.evaluators.common import to_float_images
 from zoo.registry import create_model
-from helpers import optimise
+from helpers import one_line_error, optimise
 
 SMALL = dict(input_size=32, widths=[8, 8, 16, 16], decoder_width=8, mouth_input_size=32, mouth_widths=[8, 8, 16, 16],
              mouth_decoder_width=8)
@@ -118,6 +120,18 @@ def test_evaluate_quality(tiny_corpus):
     assert result["frames"] == result["clips"] * 5 and result["passed"] is False   # 50-frame clips, stride 10
     again = ld.evaluate_quality(model, str(tiny_corpus), "test", frame_stride=10)
     assert again["nme"] == pytest.approx(result["nme"])
+
+
+def test_what_the_detector_cannot_read_is_one_line(tmp_path):
+    model = ld.LandmarkDetector(ld.LandmarkDetectorConfig(**SMALL))
+    one_line_error(lambda: to_float_images(torch.zeros(2, 4, 8, 8)),
+                   "expected RGB images [N, 3, H, W] or [N, H, W, 3], got shape (2, 4, 8, 8)")
+    one_line_error(lambda: ld.evaluate_quality(model, {"root": "x"}, "test"),
+                   "cannot find a dataset in dict (pass a ClipDataset, a dataset directory or a datamodule")
+    dataset = open_dataset(write_fake_dataset(tmp_path / "fake", splits={"train": 1, "test": 1}, seconds=1.0,
+                                              size=64))
+    dataset.splits["test"] = []                           # in memory only: a prepared split always lists clips
+    one_line_error(lambda: ld.evaluate_quality(model, dataset, "test"), "split 'test' of dataset 'fake' has no clips")
 
 
 def test_create_model_state_dict_round_trip():

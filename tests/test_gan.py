@@ -26,6 +26,8 @@ from zoo.gan import (
     region_l1_loss,
 )
 
+from helpers import one_line_error
+
 # Patch logits used for the hand-computed values: x = [0.5, -1, 2, 0].
 LOGITS = torch.tensor([[[[0.5, -1.0], [2.0, 0.0]]]])
 
@@ -240,6 +242,26 @@ def test_vgg_rejects_other_layouts(vgg_state_dict):
     reshaped = dict(vgg_state_dict, **{"features.0.weight": torch.zeros(64, 1, 3, 3)})
     with pytest.raises(WeightsError, match="shape mismatches"):
         VGG19PerceptualLoss.from_state_dict(reshaped)
+
+
+def test_vgg_weights_file_that_is_not_a_state_dict_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / VGG_FILE
+    torch.save([torch.zeros(1)], path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setitem(weights.WEIGHTS, "vgg19",
+                        dataclasses.replace(weights.WEIGHTS["vgg19"], sha256_prefix=digest[:8]))
+    one_line_error(lambda: VGG19PerceptualLoss(weights_dir=tmp_path),
+                   f"{VGG_FILE} (vgg19): expected a state dict (mapping of tensors), got list", error=WeightsError)
+    one_line_error(lambda: VGG19PerceptualLoss.from_state_dict([torch.zeros(1)]),
+                   "the given VGG19 state dict: expected a state dict", "got list", error=WeightsError)
+
+
+def test_vgg_features_only_state_dict_names_missing_and_unexpected_keys(vgg_state_dict):
+    features_only = {k.removeprefix("features."): v for k, v in vgg_state_dict.items() if k.startswith("features.")}
+    one_line_error(lambda: VGG19PerceptualLoss.from_state_dict(features_only),
+                   "the given VGG19 state dict is not a torchvision vgg19 state dict",
+                   "38 missing keys (classifier.0.bias, classifier.0.weight, classifier.3.bias, ...)",
+                   "32 unexpected keys (0.bias, 0.weight, 10.bias, ...)", error=WeightsError)
 
 
 def test_vgg_loss_explicit_state_dict(vgg_state_dict):

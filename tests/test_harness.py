@@ -88,6 +88,41 @@ def test_resume_missing_checkpoint(capsys, runs, tmp_path):
     assert code == 2 and err.strip() == f"error: --resume checkpoint not found: {tmp_path / 'nope.ckpt'}"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "--model", "lsp", "--resume", "auto"],
+     "'lsp' trains in stages and resumes them by itself: rerun the same command without --resume (--force retrains)"),
+    (["validate", "--model", "lsp.apc", "--ckpt", "{tmp}/nope.ckpt"], "--ckpt checkpoint not found: {tmp}/nope.ckpt"),
+    (["test", "--model", "gt", "--data", "folder"], "data 'folder' needs data.root=<prepared dataset directory>"),
+])
+def test_run_resolution_errors_are_one_line(capsys, runs, tmp_path, argv, message):
+    code, err = zoo(capsys, *[a.format(tmp=tmp_path) for a in argv], runs)
+    assert code == 2 and err == f"error: {message.format(tmp=tmp_path)}\n"
+
+
+def test_library_callers_get_the_errors_the_cli_parser_prevents():
+    from zoo.errors import ConfigError
+    from zoo.harness import prepare
+
+    with pytest.raises(ConfigError, match=r"^unknown command 'train'; valid: fit, "):
+        prepare("train", "static")
+    with pytest.raises(ConfigError, match=r"^--resume only applies to `zoo fit`; use --ckpt PATH for `zoo test`$"):
+        prepare("test", "lsp.apc", resume="auto")
+
+
+def test_other_ranks_give_up_waiting_for_the_evaluator_kit(tiny_corpus, tmp_path, monkeypatch):
+    # torchrun / srun start every rank at once; rank 0 trains the kit and the others wait for its kit.json
+    from zoo.errors import DataError
+    from zoo.harness import build_datamodule, prepare, prepare_evaluation
+
+    run = prepare("test", "static", overrides=[*SMOKE, f"eval.kit_dir={tmp_path / 'kits'}"])
+    clock = iter([0.0, 7 * 3600.0])
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr("zoo.harness.time.time", lambda: next(clock))
+    monkeypatch.setattr("zoo.harness.time.sleep", lambda seconds: None)
+    with pytest.raises(DataError, match=r"^timed out waiting for rank 0 to train the evaluator kit at .*kits"):
+        prepare_evaluation(run.cfg, build_datamodule(run.cfg))
+
+
 def test_evaluate_untrained_model_needs_checkpoint(capsys, runs):
     code, err = zoo(capsys, "test", "--model", "lsp.apc", *SMOKE, runs)
     assert code == 2 and "no checkpoint found for model 'lsp.apc'" in err

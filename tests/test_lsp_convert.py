@@ -17,6 +17,8 @@ from lsp.networks.headpose import Audio2Headpose
 from lsp.networks.renderer import Feature2FaceGenerator
 from zoo.errors import WeightsError
 
+from helpers import one_line_error
+
 SMALL_RENDERER = {"num_downs": 5, "ngf": 4, "blocks_per_level": 1}
 
 
@@ -115,6 +117,9 @@ def test_detect_renderer_config(blocks):
     assert detect_renderer_config({k.replace("module.netG.", ""): v for k, v in sd.items()}) == cfg
     with pytest.raises(WeightsError, match="my.pkl: not a Feature2Face"):
         detect_renderer_config(official_layout_state_dict("mouth"), source="my.pkl")
+    flat = {"model.model.0.weight": torch.zeros(4, 13, 4, 4), "model.model.4.weight": torch.zeros(4, 3, 3, 3)}
+    _one_line_error(lambda: detect_renderer_config(flat, source="my.pkl"),
+                    "my.pkl: cannot find the residual blocks / inner levels of a Feature2Face generator")
 
 
 def test_prefix_is_optional(tmp_path, mouth_sd):
@@ -137,13 +142,7 @@ def test_apc_head_in_linear_form_and_missing_counter(tmp_path):
 # ------------------------------------------------------------------------------------------------ negatives
 
 def _one_line_error(call, *fragments):
-    with pytest.raises(WeightsError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
+    return one_line_error(call, *fragments, error=WeightsError)
 
 
 def test_extra_key(tmp_path, mouth_sd):
@@ -181,6 +180,15 @@ def test_missing_and_unreadable_files(tmp_path):
     _one_line_error(lambda: convert_official(feature2face=garbage), str(garbage), "weights_only")
     listed = _save(tmp_path, "Audio2Headpose.pkl", [torch.zeros(1)])
     _one_line_error(lambda: convert_official(audio2headpose=listed), str(listed), "not a state dict")
+
+
+def test_file_contents_that_are_not_weights(tmp_path, mouth_sd):
+    mixed = _save(tmp_path, "Audio2Feature.pkl", {**mouth_sd, "module.epoch": 160})
+    _one_line_error(lambda: convert_official(audio2feature=mixed), str(mixed), "has non-tensor entries: module.epoch")
+    apc = official_layout_state_dict("apc")
+    apc["postnet.weight"] = apc["postnet.layer.weight"][..., 0]
+    both = _save(tmp_path, "APC_epoch_160.model", apc)
+    _one_line_error(lambda: convert_official(apc=both), f"{both} has both postnet.layer.weight and postnet.weight")
 
 
 def test_load_official_into_checks_the_module(tmp_path, mouth_sd):

@@ -10,7 +10,9 @@ from lsp.person import PersonProfile, person_clip_ids, speaker_mouth_units
 from lsp.stages.mouth import MouthConfig, MouthStage
 from zoo.data import open_dataset
 from zoo.data.datamodule import DataConfig
-from zoo.errors import DataError
+from zoo.data.fake import write_fake_dataset
+
+from helpers import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,15 @@ def test_a_speaker_outside_the_train_split_is_one_line(corpus):
     stage.profile.fit(corpus, person_clip_ids(corpus, "train", 0), 0)
     stage._speakers = speaker_mouth_units(corpus, "train")
     faces = landmarks(corpus, person_clip_ids(corpus, "train", 0)[0])[None].expand(2, -1, -1, -1)
-    with pytest.raises(DataError) as info:
-        stage.mouth_target({"landmarks3d": faces, "identity": torch.tensor([0, 7])})
-    assert "\n" not in str(info.value) and "identity 7 has no clip in the train split" in str(info.value)
+    one_line_error(lambda: stage.mouth_target({"landmarks3d": faces, "identity": torch.tensor([0, 7])}),
+                   "identity 7 has no clip in the train split")
+
+
+def test_the_profile_needs_the_persons_clips_and_their_3d_tracks(corpus, tmp_path):
+    one_line_error(lambda: PersonProfile().fit(corpus, [], 3),
+                   f"dataset '{corpus.name}' has no training clip of identity 3 (model.identity / data.identities)")
+    bare = open_dataset(write_fake_dataset(tmp_path / "bare", splits={"train": 1}, seconds=1.0, size=16,
+                                           tracks=["pose"]))
+    (clip_id,) = bare.splits["train"]
+    one_line_error(lambda: PersonProfile().fit(bare, [clip_id], 0),
+                   f"clip '{clip_id}' field track 'landmarks3d': LSP needs landmarks3d, pose, shoulders3d")

@@ -15,7 +15,10 @@ from lsp.model import LSP
 from lsp.stages.renderer import RendererConfig, RendererStage
 from lsp.streaming import LSPStream
 from zoo.cli import main
+from zoo.errors import WeightsError
 from zoo.metrics.functional import LANDMARK_REGIONS, lmd
+
+from helpers import one_line_error
 
 # Small widths keep the whole pipeline to seconds; the architecture is the same.
 SMALL = ["experiment=smoke", "logger=csv", "trainer.progress_bar=none", "model.apc.hidden_size=32",
@@ -84,12 +87,44 @@ def test_rerun_skips_finished_stages_and_force_retrains(trained, capsys):
 def test_stage_needs_trained_apc(tiny_corpus, tmp_path, capsys):
     assert main(["fit", "--model", "lsp.mouth", *SMALL[:3], f"run.runs_dir={tmp_path}"]) == 2
     assert "model.apc_ckpt is not set" in capsys.readouterr().err
+    absent, other = tmp_path / "absent.ckpt", tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, other)
+    for apc, message in [(absent, f"APC checkpoint not found: {absent} (model.apc_ckpt)"),
+                         (other, f"{other} is not an lsp.apc checkpoint of this APC size (model.apc_ckpt): ")]:
+        code = main(["fit", "--model", "lsp.mouth", *SMALL[:3], f"run.runs_dir={tmp_path}", f"model.apc_ckpt={apc}"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_only_an_assembled_lsp_checkpoint_loads(trained, tmp_path):
+    stage = trained / "mouth" / "checkpoints" / "last.ckpt"
+    one_line_error(lambda: LSP.load(stage), f"{stage} is not an assembled LSP checkpoint", "'apc_ckpt'",
+                   error=WeightsError)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(1)}, plain)
+    one_line_error(lambda: LSP.load(plain), f"{plain} is not an assembled LSP checkpoint", error=WeightsError)
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    dropped = next(k for k in checkpoint["state_dict"] if k.startswith("mouth."))
+    del checkpoint["state_dict"][dropped]
+    older = tmp_path / "older.ckpt"
+    torch.save(checkpoint, older)
+    one_line_error(lambda: LSP.load(older), f"{older} does not match this version's LSP", dropped,
+                   error=WeightsError)
 
 
 def test_unknown_identity_is_one_line(tiny_corpus, tmp_path, capsys):
     assert main(["fit", "--model", "lsp", *SMALL, "model.identity=7", f"run.runs_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "identities [7]" in err and err.count("\n") == 1
+
+
+def test_a_stage_that_trains_nothing_stops_the_pipeline(tiny_corpus, tmp_path, capsys):
+    assert main(["fit", "--model", "lsp", *SMALL, f"run.runs_dir={tmp_path}", "apc.trainer.max_epochs=0"]) == 2
+    stage = tmp_path / "lsp" / "smoke" / "apc"
+    assert capsys.readouterr().err == (f"error: stage apc: its run {stage} finished without a checkpoint (did it "
+                                       f"train? see apc.trainer.max_epochs / max_steps)\n")
+    assert not (stage / "stage.json").exists() and not (stage.parent / "mouth").exists()
 
 
 def test_zoo_test_scores_the_person(trained, capsys):

@@ -152,6 +152,8 @@ def test_sync_metric_means_over_videos_and_keeps_net_out_of_state():
     metric.reset()
     metric.update(*clips[0])                                 # a single video is accepted too
     assert metric.videos.item() == 1
+    with pytest.raises(DataError, match=r"^sync: 2 videos but 1 audio tracks$"):
+        metric.update([c[0] for c in clips], [clips[0][1]])
 
 
 def test_real_syncnet_smoke():

@@ -6,13 +6,15 @@ makes the corresponding number fall below its threshold.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from zoo.data.phonemes import (BILABIALS, CLASS_IDS, CLASS_NAMES, NSN_ID, NUM_PHONEMES, PHONEME_TO_ID, PHONEMES,
                                SIL_ID, VOWELS)
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, DataError
 from zoo.synth import SynthConfig, config_hash, generate_clip
 from zoo.synth import expression as E
 
@@ -68,9 +70,18 @@ def test_config_hash_and_validation():
     assert config_hash(SynthConfig(size=128, seconds=4.0)) != h
     node = OmegaConf.structured(SynthConfig(size=64, seconds=4.0))  # structured-config compatible
     assert config_hash(node) == h
-    for bad in (dict(size=32), dict(clips_per_identity=2), dict(styles=0), dict(seconds=0.5)):
-        with pytest.raises(ConfigError):
+    for bad, message in [(dict(size=32), "synth.size=32 must be in 64..512"),
+                         (dict(clips_per_identity=2), "synth.clips_per_identity=2 must be >= 3"),
+                         (dict(styles=0), "synth.styles=0 must be in 1..64"),
+                         (dict(seconds=0.5), "synth.seconds=0.5 must be in [1, 120]")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
             generate_clip(SynthConfig(**bad), 0, 0, 0, 0, render=False)
+    with pytest.raises(ConfigError, match=r"^unknown synth config key\(s\): colour, sise$"):
+        config_hash({**CFG.__dict__, "sise": 64, "colour": 1})
+    with pytest.raises(DataError, match=r"^identity 9 out of range 0\.\.\d+$"):
+        generate_clip(CFG, 9, 0, 0, 0, render=False)
+    with pytest.raises(DataError, match=r"^style 0 / intensity 7 out of range \(\d+ styles, \d+ intensities\)$"):
+        generate_clip(CFG, 0, 0, 7, 0, render=False)
 
 
 def test_shapes_dtypes_and_audio_length():

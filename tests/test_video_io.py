@@ -90,6 +90,19 @@ def test_more_video_and_audio_errors(tmp_path):
     assert not _leftovers(tmp_path)
 
 
+def test_damaged_media_data_is_one_line(tmp_path):
+    t = np.arange(SR * 10 // 25) / SR
+    write_video(tmp_path / "clip.mp4", np.full((10, 32, 32, 3), 128, np.uint8), fps=25,
+                audio=(0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), sample_rate=SR)
+    data = bytearray((tmp_path / "clip.mp4").read_bytes())
+    start = data.find(b"mdat")                             # the header stays readable, the coded samples do not
+    size = int.from_bytes(data[start - 4:start], "big")
+    data[start + 4:start - 4 + size] = b"\xff" * (size - 8)
+    (tmp_path / "damaged.mp4").write_bytes(bytes(data))
+    one_line_error(lambda: read_video(tmp_path / "damaged.mp4"), "cannot decode the video of", "damaged.mp4")
+    one_line_error(lambda: load_audio(tmp_path / "damaged.mp4"), "cannot decode the audio of", "damaged.mp4")
+
+
 def test_write_json_is_atomic(tmp_path):
     import json
 

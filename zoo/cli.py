@@ -95,16 +95,10 @@ def _cmd_config(args) -> None:
 def _cmd_data_synth(args) -> None:
     from omegaconf import OmegaConf
 
-    from zoo.config import merge_layer, to_dataclass
-    from zoo.errors import ConfigError
+    from zoo.config import merge_overrides, to_dataclass
     from zoo.synth import SynthConfig, build_corpus, default_root
 
-    cfg = OmegaConf.structured(SynthConfig)
-    if args.overrides:
-        for item in args.overrides:
-            if "=" not in item:
-                raise ConfigError(f"override '{item}' is not of the form key=value")
-        cfg = merge_layer(cfg, OmegaConf.from_dotlist(args.overrides), "command-line overrides")
+    cfg = merge_overrides(OmegaConf.structured(SynthConfig), args.overrides or [])
     synth_cfg = to_dataclass(cfg, SynthConfig)
     root = build_corpus(synth_cfg, args.out or default_root(synth_cfg), progress=True)
     print(f"corpus written to {root}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from zoo.data.datamodule import DataConfig
@@ -156,12 +156,65 @@ def merge_layer(cfg: DictConfig, layer: Any, source: str) -> DictConfig:
         valid = _valid_keys(cfg, key)
         raise ConfigError(f"unknown key '{key}' in {source}; valid keys here: {valid}") from None
     except ValidationError as err:
-        key = err.full_key or str(err.key)
+        key = err.full_key or (str(err.key) if err.key is not None else "")
+        if not key:   # a value for a whole section (data.synth=3): OmegaConf names no key
+            key = _mismatched_container(cfg, layer)
+            raise ConfigError(f"wrong type for '{key}' in {source}: {str(err).splitlines()[0]}") from None
         node = OmegaConf.select(cfg, key, throw_on_missing=False)
         expected = type(node).__name__ if node is not None else "the schema's type"
         raise ConfigError(f"wrong type for '{key}' in {source}: got {err.value!r}, expected {expected}") from None
+    except TypeError as err:   # OmegaConf's "Cannot merge incompatible container types" names no key
+        key = _mismatched_container(cfg, layer)
+        raise ConfigError(f"wrong type for '{key}' in {source}: {err}") from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid config in {source}: {str(err).splitlines()[0]}") from None
+
+
+def _mismatched_container(cfg: DictConfig, layer: Any) -> str:
+    """The dotted key where ``layer`` gives something else than ``cfg``'s section or list (a value, a list for a
+    section, a mapping for a list); ``?`` if there is none."""
+    def walk(ours: Any, theirs: Any, prefix: str) -> Optional[str]:
+        for key in theirs.keys():
+            mine, given = ours._get_node(key), theirs._get_node(key)
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(mine, DictConfig) and isinstance(given, DictConfig):
+                found = walk(mine, given, dotted)
+                if found:
+                    return found
+            elif isinstance(mine, (DictConfig, ListConfig)) and type(given) is not type(mine):
+                return dotted
+        return None
+
+    theirs = layer if isinstance(layer, DictConfig) else OmegaConf.create(layer)
+    return walk(cfg, theirs, "") or "?"
+
+
+def _split_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form key=value")
+    key, value = item.split("=", 1)
+    return key, value
+
+
+def merge_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """Merge ``dotted.key=value`` overrides one at a time, so an error names the override it comes from."""
+    for item in overrides:
+        _split_override(item)
+        source = f"override '{item}'"
+        try:
+            layer = OmegaConf.from_dotlist([item])
+        except Exception as err:  # OmegaConf's grammar errors and yaml.YAMLError alike: one line
+            raise ConfigError(f"cannot parse {source}: {str(err).splitlines()[0]}") from None
+        cfg = merge_layer(cfg, layer, source)
+    return cfg
+
+
+def check_interpolations(cfg: DictConfig) -> None:
+    """Fail now, in one line, on a ``${...}`` that resolves to nothing, rather than where the value is first read."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot resolve '{err.full_key}': {str(err).splitlines()[0]}") from None
 
 
 def _load_yaml(path: Path, what: str) -> DictConfig:
@@ -187,9 +240,7 @@ def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
     """Split ``group=choice`` selections (data, trainer, logger, experiment) from ``dotted.key=value`` overrides."""
     selections, dotted = {}, []
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value")
-        key, value = item.split("=", 1)
+        key, value = _split_override(item)
         if key in GROUPS:
             selections[key] = value
         else:
@@ -217,12 +268,8 @@ def compose(model: str, data: Optional[str] = None, config_file: Optional[str] =
         layers.append((Path(config_file), "--config file"))
     for path, what in layers:
         cfg = merge_layer(cfg, _load_yaml(path, what), str(path))
-    if dotted:
-        try:
-            override_cfg = OmegaConf.from_dotlist(dotted)
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"cannot parse overrides {dotted}: {str(err).splitlines()[0]}") from None
-        cfg = merge_layer(cfg, override_cfg, "command-line overrides")
+    cfg = merge_overrides(cfg, dotted)
+    check_interpolations(cfg)
     if cfg.run.model != model:
         raise ConfigError(f"run.model is '{cfg.run.model}' but --model is '{model}'; set the model with --model only")
     _check_choices(cfg)

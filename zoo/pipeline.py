@@ -84,7 +84,8 @@ def fit_staged(run, data: str | None, config_file: str | None, overrides: list[s
         execute(Run("fit", cfg, stage_dir, str(last) if last.is_file() else None))
         checkpoints[key] = best_checkpoint(stage_dir)
         if checkpoints[key] is None:
-            raise ConfigError(f"stage run {stage_dir} finished without a checkpoint")
+            raise ConfigError(f"stage {key}: its run {stage_dir} finished without a checkpoint (did it train? see "
+                              f"{key}.trainer.max_epochs / max_steps)")
         timings[key] = time.time() - started
         if is_rank_zero_process():
             done.write_text(json.dumps({"model": stage_model, "checkpoint": str(checkpoints[key]),
