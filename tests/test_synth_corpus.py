@@ -11,6 +11,7 @@ import zoo.data.clip_format as clip_format
 import zoo.synth.corpus as corpus
 from zoo.data.clip_format import open_dataset
 from zoo.errors import DataError
+from zoo.evaluators.kit import default_kit_dir
 from zoo.synth import SynthConfig, build_corpus, clip_plan, config_hash, default_root
 
 # The config of the shared `tiny_corpus` test fixture.
@@ -124,6 +125,10 @@ def test_default_root_is_keyed_by_config(monkeypatch, tmp_path):
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path))
     assert default_root(TINY) == tmp_path / f"synth-{config_hash(TINY)}"
     assert default_root(TINY) != default_root(SynthConfig())
+    assert default_kit_dir() == tmp_path / "evaluator-kit"
+    monkeypatch.setenv("ZOO_DATA_DIR", "")                      # empty is unset, not the working directory
+    assert default_root(TINY) == Path("data") / f"synth-{config_hash(TINY)}"
+    assert default_kit_dir() == Path("data") / "evaluator-kit"
 
 
 def test_tracks_on_disk_match_generation(tiny):

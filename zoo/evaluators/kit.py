@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -23,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from zoo.data import data_dir
 from zoo.data.clip_format import open_dataset
 from zoo.errors import DataError
 from zoo.io.atomic import atomic_path, write_json
@@ -36,7 +36,7 @@ NAMES = {"landmarks": "synth-landmarks", "identity": "synth-id", "fid": "synth-i
 
 
 def default_kit_dir() -> Path:
-    return Path(os.environ.get("ZOO_DATA_DIR", "data")) / "evaluator-kit"
+    return data_dir() / "evaluator-kit"
 
 
 def kit_path(data_root: str | Path, kit_dir: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> Path:

@@ -10,7 +10,6 @@ train and test on the same person), and every clip of the held-out identities fo
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -155,7 +154,9 @@ def clip_plan(cfg: SynthConfig) -> tuple[list[dict], dict[str, list[str]]]:
 
 def default_root(cfg: SynthConfig) -> Path:
     """Cache directory of the corpus for this config: ``$ZOO_DATA_DIR/synth-<config hash>`` (default ./data)."""
-    return Path(os.environ.get("ZOO_DATA_DIR", "data")) / f"{DATASET_NAME}-{config_hash(cfg)}"
+    from zoo.data import data_dir
+
+    return data_dir() / f"{DATASET_NAME}-{config_hash(cfg)}"
 
 
 def _existing_version(root: Path) -> str | None:
