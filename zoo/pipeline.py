@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from zoo.config import compose, save_config, to_dataclass
 from zoo.errors import ConfigError
+from zoo.io.atomic import write_json
 from zoo.registry import get_entry
 
 DONE_FILE = "stage.json"
@@ -88,8 +89,8 @@ def fit_staged(run, data: str | None, config_file: str | None, overrides: list[s
                               f"{key}.trainer.max_epochs / max_steps)")
         timings[key] = time.time() - started
         if is_rank_zero_process():
-            done.write_text(json.dumps({"model": stage_model, "checkpoint": str(checkpoints[key]),
-                                        "seconds": round(timings[key], 1)}, indent=2))
+            write_json(done, {"model": stage_model, "checkpoint": str(checkpoints[key]),
+                              "seconds": round(timings[key], 1)})
     if not is_rank_zero_process():
         return {}
     datamodule = build_datamodule(run.cfg)
