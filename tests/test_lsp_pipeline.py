@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,23 @@ def test_rerun_skips_finished_stages_and_force_retrains(trained, capsys):
     assert "finished earlier" not in capsys.readouterr().out
     assert (trained / "mouth" / "stage.json").stat().st_mtime > before
     assert LSP.load(trained / "checkpoints" / "last.ckpt").profile.fitted
+
+
+def test_a_broken_finished_stage_is_one_line(trained, tmp_path, capsys):
+    # a copy of the run whose finished mouth stage lost its checkpoint, then its marker
+    shutil.copytree(trained.parent, tmp_path / "lsp")
+    marker = tmp_path / "lsp" / "smoke" / "mouth" / "stage.json"
+    record = json.loads(marker.read_text())
+    record["checkpoint"] = str(tmp_path / "gone.ckpt")
+    marker.write_text(json.dumps(record))
+    fit = ["fit", "--model", "lsp", *SMALL, f"run.runs_dir={tmp_path}"]
+    assert main(fit) == 2
+    assert capsys.readouterr().err.endswith(f"error: {marker}: the finished stage's checkpoint "
+                                            f"{tmp_path / 'gone.ckpt'} is missing (--force retrains mouth)\n")
+    marker.write_text('{"model": "lsp.mouth", "checkp')
+    assert main(fit) == 2
+    assert capsys.readouterr().err.endswith(f"error: {marker}: unreadable marker of the finished stage mouth "
+                                            f"(--force retrains it)\n")
 
 
 def test_stage_needs_trained_apc(tiny_corpus, tmp_path, capsys):

@@ -21,7 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from zoo.config import compose, save_config, to_dataclass
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, DataError
 from zoo.io.atomic import write_json
 from zoo.registry import get_entry
 
@@ -52,6 +52,17 @@ def split_stage_overrides(model_class: type, overrides: list[str]) -> tuple[list
     return [o for o in overrides if o not in own], own
 
 
+def finished_checkpoint(done: Path, key: str) -> Path:
+    """The checkpoint a finished stage's marker names; one line naming the marker when it cannot be used."""
+    try:
+        checkpoint = Path(json.loads(done.read_text())["checkpoint"])
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{done}: unreadable marker of the finished stage {key} (--force retrains it)") from None
+    if not checkpoint.is_file():
+        raise DataError(f"{done}: the finished stage's checkpoint {checkpoint} is missing (--force retrains {key})")
+    return checkpoint
+
+
 def fit_staged(run, data: str | None, config_file: str | None, overrides: list[str], force: bool = False) -> dict:
     """Train every stage of ``run``'s model that is not finished, then assemble and save the model."""
     from zoo.harness import Run, add_model_fields, best_checkpoint, build_datamodule, execute, is_rank_zero_process
@@ -69,9 +80,8 @@ def fit_staged(run, data: str | None, config_file: str | None, overrides: list[s
         if force and stage_dir.exists() and is_rank_zero_process():
             shutil.rmtree(stage_dir)
         if done.is_file():
-            record = json.loads(done.read_text())
-            checkpoints[key] = Path(record["checkpoint"])
-            print(f"stage {key} ({stage_model}): finished earlier, {record['checkpoint']} (--force retrains)")
+            checkpoints[key] = finished_checkpoint(done, key)
+            print(f"stage {key} ({stage_model}): finished earlier, {checkpoints[key]} (--force retrains)")
             continue
         stage_cfg = model_class.stage_model_config(model_cfg, key, checkpoints)
         cfg = compose(stage_model, data, config_file, shared + own[key])
