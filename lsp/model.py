@@ -43,6 +43,10 @@ class LSPConfig:
     pose_smooth_sigma: float = 1.0          # frames; LSP: 2-10 at 60 fps
     seed: int = 0                           # head-motion sampling seed (per clip: seed + dataset index)
 
+    bounds: ClassVar[dict[str, str]] = {"lle_neighbours": "[1, inf)", "lle_percent": "[0, 1]",
+                                        "mouth_smooth_sigma": "[0, inf)", "mouth_amplitude": "[0, inf)",
+                                        "pose_smooth_sigma": "[0, inf)"}
+
 
 class LSP(TalkingHeadModel):
     """All of LSP's inference networks + the person's profile. ``generate`` needs ``batch["mel"]`` [B, 2T, 80]."""

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from zoo.cli import main
-from zoo.config import compose, group_choices, merge_layer, schema_for
+from zoo.config import compose, group_choices, in_interval, merge_layer, schema_for
 from zoo.errors import ConfigError
 
 
@@ -46,6 +46,8 @@ def test_experiment_group_applies():
     (["data.fields={a: 1}"], "wrong type for 'data.fields' in override 'data.fields={a: 1}'"),
     (["trainer.max_epochs=${nope}"], "cannot resolve 'trainer.max_epochs': Interpolation key 'nope' not found"),
     (["run.model=static"], "run.model is 'static' but --model is 'lsp.apc'; set the model with --model only"),
+    (["model.prediction_steps=0"], "model.prediction_steps must be in [1, inf), got 0"),
+    (["trainer.max_epochs=-5"], "trainer.max_epochs must be in [-1, inf), got -5"),
     (["eval.metrics=[psnr,mlmd]"], "invalid metric 'mlmd' in 'eval.metrics'; valid choices: lmd, ssim, psnr"),
 ])
 def test_bad_overrides_one_line(capsys, override, fragment):
@@ -95,6 +97,21 @@ def test_bad_config_file_one_line(capsys, tmp_path, text, fragment):
     code, _, err = run_cli(capsys, "config", "--model", "lsp.apc", "--config", str(bad))
     assert code == 2 and fragment in err and err.count("\n") == 1
     assert "bad.yaml" in err or "cannot resolve" in err      # the merged config no longer knows the file
+
+
+def test_ranges_of_nested_stage_configs_name_the_full_key(capsys):
+    code, _, err = run_cli(capsys, "config", "--model", "lsp", "model.renderer.ema_decay=1.0")
+    assert code == 2 and err == "error: model.renderer.ema_decay must be in [0, 1), got 1.0\n"
+    code, _, err = run_cli(capsys, "config", "--model", "lsp", "model.lle_percent=1.5")
+    assert code == 2 and err == "error: model.lle_percent must be in [0, 1], got 1.5\n"
+    assert compose("lsp", overrides=["model.renderer.ema_decay=0", "trainer.max_steps=-1"]).model.renderer.ema_decay == 0
+
+
+def test_intervals_are_read_as_in_mathematics():
+    assert in_interval(0, "[0, 1)") and not in_interval(1, "[0, 1)") and in_interval(1, "[0, 1]")
+    assert not in_interval(0, "(0, inf)") and in_interval(1e9, "(0, inf)") and in_interval(-3, "[-inf, 0]")
+    with pytest.raises(ValueError, match="not an interval"):
+        in_interval(0, "0..1")
 
 
 def test_other_omegaconf_errors_name_the_source():

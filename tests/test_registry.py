@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from zoo.config import in_interval
 from zoo.model import ZooModule
 from zoo.pipeline import is_staged
 from zoo.registry import create_model, get_entry, list_models
@@ -28,6 +29,15 @@ def test_create_every_model(name):
     elif entry.model_class.trainable:
         assert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
         assert model.monitor is None or model.monitor.startswith("val/")   # None: last.ckpt only (a GAN)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_declared_range_is_a_field_and_holds_its_default(name):
+    config = get_entry(name).config
+    defaults = config()
+    for field_name, interval in getattr(config, "bounds", {}).items():
+        assert field_name in {f.name for f in dataclasses.fields(config)}, field_name
+        assert in_interval(getattr(defaults, field_name), interval), (field_name, interval)
 
 
 def test_create_model_overrides():

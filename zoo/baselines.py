@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from zoo.model import GeneratedClip, TalkingHeadModel, frames_to_float
 from zoo.registry import register_model
@@ -10,6 +11,8 @@ from zoo.registry import register_model
 @dataclass
 class StaticConfig:
     ref_index: int = 0   # which of the K reference frames to repeat
+
+    bounds: ClassVar[dict[str, str]] = {"ref_index": "[0, inf)"}
 
 
 class StaticBaseline(TalkingHeadModel):

@@ -18,10 +18,11 @@ the key, the file it came from and the valid choices.
 from __future__ import annotations
 
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, ClassVar, List, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -76,6 +77,12 @@ class TrainerConfig:
     progress_bar: str = "rich"          # rich | tqdm | none
     use_slurm_requeue: bool = False     # SLURMEnvironment(auto_requeue=True)
 
+    bounds: ClassVar[dict[str, str]] = {
+        "num_nodes": "[1, inf)", "max_epochs": "[-1, inf)", "max_steps": "[-1, inf)", "gradient_clip_val": "[0, inf)",
+        "accumulate_grad_batches": "[1, inf)", "limit_train_batches": "[0, inf)", "limit_val_batches": "[0, inf)",
+        "limit_test_batches": "[0, inf)", "limit_predict_batches": "[0, inf)", "check_val_every_n_epoch": "[1, inf)",
+        "log_every_n_steps": "[1, inf)", "num_sanity_val_steps": "[-1, inf)"}
+
 
 @dataclass
 class LoggerConfig:
@@ -90,6 +97,8 @@ class LoggerConfig:
     log_videos: bool = True
     num_videos: int = 2                 # validation sample videos per epoch
     video_every_n_epochs: int = 1       # videos every n-th validation epoch (and the last)
+
+    bounds: ClassVar[dict[str, str]] = {"num_videos": "[0, inf)", "video_every_n_epochs": "[1, inf)"}
 
 
 @dataclass
@@ -273,8 +282,8 @@ def compose(model: str, data: Optional[str] = None, config_file: Optional[str] =
     if cfg.run.model != model:
         raise ConfigError(f"run.model is '{cfg.run.model}' but --model is '{model}'; set the model with --model only")
     _check_choices(cfg)
-    if cfg.logger.video_every_n_epochs < 1:
-        raise ConfigError(f"logger.video_every_n_epochs must be >= 1, got {cfg.logger.video_every_n_epochs}")
+    for section, schema in (("trainer", TrainerConfig), ("logger", LoggerConfig), ("model", get_entry(model).config)):
+        check_bounds(cfg[section], schema, section)
     return cfg
 
 
@@ -299,6 +308,34 @@ def _check_choices(cfg: DictConfig) -> None:
     for metric in cfg.eval.metrics:
         if metric not in ALL_METRICS:
             raise ConfigError(f"invalid metric {metric!r} in 'eval.metrics'; valid choices: {', '.join(ALL_METRICS)}")
+
+
+_INTERVAL = re.compile(r"^([\[(])\s*(-inf|[-+.0-9e]+)\s*,\s*(inf|[-+.0-9e]+)\s*([\])])$")
+
+
+def in_interval(value: float, interval: str) -> bool:
+    """Whether ``value`` lies in ``interval``, written as in mathematics: ``"[0, 1)"``, ``"(0, inf)"``."""
+    match = _INTERVAL.match(interval)
+    if match is None:
+        raise ValueError(f"not an interval: {interval!r}")
+    opening, low, high, closing = match.groups()
+    low, high = float(low), float(high)
+    above = value >= low if opening == "[" else value > low
+    below = value <= high if closing == "]" else value < high
+    return above and below
+
+
+def check_bounds(node: DictConfig, cls: type, prefix: str) -> None:
+    """One line for a value outside its range. A config dataclass lists its ranges in a class attribute
+    ``bounds = {"field": "[1, inf)"}``; nested config dataclasses are checked under their own key."""
+    for name, interval in getattr(cls, "bounds", {}).items():
+        value = node[name]
+        if value is not None and not in_interval(value, interval):   # None: an optional setting left unset
+            raise ConfigError(f"{prefix}.{name} must be in {interval}, got {value!r}")
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if is_dataclass(hints[f.name]) and isinstance(node.get(f.name), DictConfig):
+            check_bounds(node[f.name], hints[f.name], f"{prefix}.{f.name}")
 
 
 def to_dataclass(node: DictConfig, cls: type) -> Any:

@@ -6,6 +6,7 @@ frame ``n = prediction_steps`` ahead and its prediction from the GRU state at th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,10 @@ class APCConfig:
     prediction_steps: int = 3     # predict the log-mel n frames ahead (LSP: n = 3)
     lr: float = 1e-3
     weight_decay: float = 0.0
+
+    bounds: ClassVar[dict[str, str]] = {
+        "mel_dim": "[1, inf)", "hidden_size": "[1, inf)", "num_layers": "[1, inf)", "prediction_steps": "[1, inf)",
+        "lr": "(0, inf)", "weight_decay": "[0, inf)"}
 
 
 class APCStage(ZooModule):

@@ -9,7 +9,7 @@ Gaussian negative log-likelihood: the state of frame t is predicted from the sta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
@@ -35,6 +35,11 @@ class HeadposeConfig(AudioStageConfig):
     # head-motion std on identity 1 (0.66-0.75x on identity 0), the constant rate 0.59-0.73x (0.62-0.68x); training
     # seeds 0-2, sampling seeds 0-2 each (README, method notes).
     lr_gamma: float = 1.0
+
+    bounds: ClassVar[dict[str, str]] = {
+        **AudioStageConfig.bounds, "residual_layers": "[1, inf)", "residual_blocks": "[1, inf)",
+        "dilation_channels": "[1, inf)", "residual_channels": "[1, inf)", "skip_channels": "[1, inf)",
+        "look_ahead_seconds": "[0, inf)", "sigma_min": "(0, inf)", "sigma_scale": "[0, inf)"}
 
 
 class HeadposeStage(AudioDrivenStage):

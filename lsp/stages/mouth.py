@@ -13,7 +13,7 @@ person-only net overfits them (README, method notes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,9 @@ class MouthConfig(AudioStageConfig):
     num_layers: int = 3
     look_ahead_seconds: float = 0.3    # LSP's frame_future = 18 frames at 60 fps
     other_speakers: bool = True        # not in LSP: also train on the other identities' clips (module docstring)
+
+    bounds: ClassVar[dict[str, str]] = {**AudioStageConfig.bounds, "hidden_size": "[1, inf)",
+                                        "num_layers": "[1, inf)", "look_ahead_seconds": "[0, inf)"}
 
 
 class MouthStage(AudioDrivenStage):

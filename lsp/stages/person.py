@@ -7,7 +7,7 @@ split when a fit starts, so every stage checkpoint carries the statistics it was
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
@@ -47,6 +47,9 @@ class AudioStageConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     lr_step_fraction: float = 0.5      # step decay halfway (LSP: epoch 250 of 500), gamma 0.2
     lr_gamma: float = 0.2
+
+    bounds: ClassVar[dict[str, str]] = {"apc_hidden_size": "[1, inf)", "lr": "(0, inf)",
+                                        "lr_step_fraction": "[0, 1]", "lr_gamma": "(0, 1]"}
 
 
 class AudioDrivenStage(PersonStage):

@@ -10,7 +10,7 @@ an extra L1 on the lips' box (``lambda_mouth_l1``) and a second, local discrimin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,13 @@ class RendererConfig:
     # at the default's 800 steps and lr 4e-4: the lips read 0.11 px off with 86 % of their motion (x 1: 0.14, 72 %).
     lambda_mouth_gan: float = 3.0
     mouth_crop_size: int = 64
+
+    bounds: ClassVar[dict[str, str]] = {
+        "num_downs": "[2, inf)", "ngf": "[1, inf)", "blocks_per_level": "[1, inf)", "ndf": "[1, inf)",
+        "discriminator_layers": "[1, inf)", "discriminator_scales": "[1, inf)", "lambda_l1": "[0, inf)",
+        "lambda_feat": "[0, inf)", "lambda_mouth_l1": "[0, inf)", "lambda_vgg": "[0, inf)", "lambda_style": "[0, inf)",
+        "lr": "(0, inf)", "decay_fraction": "[0, 1]", "ema_decay": "[0, 1)", "lambda_mouth_gan": "[0, inf)",
+        "mouth_crop_size": "[16, inf)"}
 
 
 class RendererStage(PersonStage):

@@ -24,7 +24,7 @@ clips of the seen identities); the test_unseen split (identities never trained o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 import numpy as np
 import torch
@@ -64,6 +64,11 @@ class IdentityEmbedderConfig:
     blur_prob: float = 0.3               # share of faces blurred, sigma ~ U(0, blur_sigma) pixels of the 112 face
     blur_sigma: float = 2.0
     noise_std: float = 0.02              # additive Gaussian noise on [0, 1] faces
+
+    bounds: ClassVar[dict[str, str]] = {
+        "num_identities": "[2, inf)", "embedding_dim": "[1, inf)", "margin": "[0, 2)", "scale": "(0, inf)",
+        "lr": "(0, inf)", "weight_decay": "[0, inf)", "warmup_fraction": "(0, 1)", "align_jitter": "[0, inf)",
+        "photometric": "[0, 1)", "blur_prob": "[0, 1]", "blur_sigma": "[0, inf)", "noise_std": "[0, inf)"}
 
 
 class CosFaceHead(nn.Module):

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 import numpy as np
 import torch
@@ -89,6 +89,12 @@ class LandmarkDetectorConfig:
     mouth_widths: List[int] = field(default_factory=lambda: [16, 32, 48, 64])
     mouth_decoder_width: int = 32
     mouth_center_jitter: float = 0.08          # training crops: centre moved uniform +- this fraction of the side
+
+    bounds: ClassVar[dict[str, str]] = {
+        "decoder_width": "[1, inf)", "lr": "(0, inf)", "weight_decay": "[0, inf)", "warmup_fraction": "(0, 1)",
+        "rotate_degrees": "[0, 180]", "scale_jitter": "[0, 1)", "aspect_jitter": "[0, 1)", "shift_jitter": "[0, 1)",
+        "photometric": "[0, 1)", "blur_prob": "[0, 1]", "blur_sigma": "[0, inf)", "noise_std": "[0, inf)",
+        "mouth_crop_scale": "(0, inf)", "mouth_decoder_width": "[1, inf)", "mouth_center_jitter": "[0, 1)"}
 
 
 def landmark_nme(pred: torch.Tensor, target: torch.Tensor, points: slice = slice(0, 68)) -> torch.Tensor:

@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Union
+from typing import ClassVar, List, Union
 
 import numpy as np
 import torch
@@ -60,6 +60,10 @@ class SyncExpertConfig:
     # split's LSE-C separation (2.9 vs 0.5) without improving unseen identities (1.1 vs 0.4, against 1.9 vs 0.5).
     jitter_px: int = 0               # random shift of the crop box per clip, +-pixels
     color_jitter: float = 0.0        # per-clip channel gains 1 +- c and brightness +- 128 c
+
+    bounds: ClassVar[dict[str, str]] = {"embedding_dim": "[1, inf)", "width": "[1, inf)", "lr": "(0, inf)",
+                                        "weight_decay": "[0, inf)", "warmup_steps": "[0, inf)",
+                                        "jitter_px": "[0, inf)", "color_jitter": "[0, 1)"}
 
 
 def mfcc_windows(mfcc: torch.Tensor) -> torch.Tensor:
