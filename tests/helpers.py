@@ -1,11 +1,13 @@
 """Small helpers shared by the test modules."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import pytest
 import torch
 
+from zoo.bounds import in_interval, out_of_bounds
 from zoo.errors import DataError, ZooError
 
 
@@ -31,3 +33,12 @@ def one_line_error(fn: Callable[[], object], *fragments: str, error: type[ZooErr
     for fragment in fragments:
         assert fragment in message, message
     return message
+
+
+def assert_ranges_name_fields_and_hold_defaults(config_class: type) -> None:
+    """Every interval in ``config_class.bounds`` (zoo.bounds) belongs to a field and holds its default."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    for name, interval in getattr(config_class, "bounds", {}).items():
+        assert name in names, name
+        in_interval(0, interval)                          # parses
+    assert out_of_bounds(config_class()) is None

@@ -6,9 +6,14 @@ import sys
 
 import pytest
 
+from zoo.bounds import in_interval
 from zoo.cli import main
-from zoo.config import compose, group_choices, in_interval, merge_layer, schema_for
+from zoo.config import LoggerConfig, TrainerConfig, compose, group_choices, merge_layer, schema_for
+from zoo.data import DataConfig
 from zoo.errors import ConfigError
+from zoo.synth import SynthConfig
+
+from helpers import assert_ranges_name_fields_and_hold_defaults
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -48,6 +53,8 @@ def test_experiment_group_applies():
     (["run.model=static"], "run.model is 'static' but --model is 'lsp.apc'; set the model with --model only"),
     (["model.prediction_steps=0"], "model.prediction_steps must be in [1, inf), got 0"),
     (["trainer.max_epochs=-5"], "trainer.max_epochs must be in [-1, inf), got -5"),
+    (["data.batch_size=0"], "data.batch_size must be in [1, inf), got 0"),
+    (["data.synth.size=32"], "data.synth.size must be in [64, 512], got 32"),
     (["eval.metrics=[psnr,mlmd]"], "invalid metric 'mlmd' in 'eval.metrics'; valid choices: lmd, ssim, psnr"),
 ])
 def test_bad_overrides_one_line(capsys, override, fragment):
@@ -105,6 +112,11 @@ def test_ranges_of_nested_stage_configs_name_the_full_key(capsys):
     code, _, err = run_cli(capsys, "config", "--model", "lsp", "model.lle_percent=1.5")
     assert code == 2 and err == "error: model.lle_percent must be in [0, 1], got 1.5\n"
     assert compose("lsp", overrides=["model.renderer.ema_decay=0", "trainer.max_steps=-1"]).model.renderer.ema_decay == 0
+
+
+@pytest.mark.parametrize("section", [TrainerConfig, LoggerConfig, DataConfig, SynthConfig])
+def test_section_ranges_name_fields_and_hold_defaults(section):
+    assert_ranges_name_fields_and_hold_defaults(section)
 
 
 def test_intervals_are_read_as_in_mathematics():

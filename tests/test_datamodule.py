@@ -205,13 +205,13 @@ def test_lightning_fit_consumes_the_datamodule(root, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, fragment", [
-    (dict(batch_size=0), "data.batch_size must be >= 1, got 0"),
-    (dict(eval_batch_size=0), "data.eval_batch_size must be >= 1, got 0"),
-    (dict(max_clips=0), "data.max_clips must be >= 1, got 0"),
-    (dict(num_refs=-1), "data.num_refs must be >= 0, got -1"),
-    (dict(window_seconds=0.0), "data.window_seconds must be positive or null, got 0.0"),
-    (dict(train_stride_seconds=-1.0), "data.train_stride_seconds must be positive or null"),
-    (dict(val_window_seconds=0.0), "data.val_window_seconds must be positive or null, got 0.0"),
+    (dict(batch_size=0), "data.batch_size must be in [1, inf), got 0"),
+    (dict(eval_batch_size=0), "data.eval_batch_size must be in [1, inf), got 0"),
+    (dict(max_clips=0), "data.max_clips must be in [1, inf), got 0"),
+    (dict(num_refs=-1), "data.num_refs must be in [0, inf), got -1"),
+    (dict(window_seconds=0.0), "data.window_seconds must be in (0, inf), got 0.0"),
+    (dict(train_stride_seconds=-1.0), "data.train_stride_seconds must be in (0, inf), got -1.0"),
+    (dict(val_window_seconds=0.0), "data.val_window_seconds must be in (0, inf), got 0.0"),
 ])
 def test_bad_numbers_are_one_line_errors(overrides, fragment):
     one_line_error(lambda: TalkingHeadDataModule(DataConfig(**overrides)), fragment)

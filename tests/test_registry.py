@@ -6,11 +6,10 @@ import dataclasses
 import pytest
 import torch
 
-from zoo.config import in_interval
 from zoo.model import ZooModule
 from zoo.pipeline import is_staged
 from zoo.registry import create_model, get_entry, list_models
-from helpers import optimise
+from helpers import assert_ranges_name_fields_and_hold_defaults, optimise
 
 
 def test_baselines_registered():
@@ -33,11 +32,7 @@ def test_create_every_model(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_declared_range_is_a_field_and_holds_its_default(name):
-    config = get_entry(name).config
-    defaults = config()
-    for field_name, interval in getattr(config, "bounds", {}).items():
-        assert field_name in {f.name for f in dataclasses.fields(config)}, field_name
-        assert in_interval(getattr(defaults, field_name), interval), (field_name, interval)
+    assert_ranges_name_fields_and_hold_defaults(get_entry(name).config)
 
 
 def test_create_model_overrides():

@@ -70,10 +70,10 @@ def test_config_hash_and_validation():
     assert config_hash(SynthConfig(size=128, seconds=4.0)) != h
     node = OmegaConf.structured(SynthConfig(size=64, seconds=4.0))  # structured-config compatible
     assert config_hash(node) == h
-    for bad, message in [(dict(size=32), "synth.size=32 must be in 64..512"),
-                         (dict(clips_per_identity=2), "synth.clips_per_identity=2 must be >= 3"),
-                         (dict(styles=0), "synth.styles=0 must be in 1..64"),
-                         (dict(seconds=0.5), "synth.seconds=0.5 must be in [1, 120]")]:
+    for bad, message in [(dict(size=32), "synth.size must be in [64, 512], got 32"),
+                         (dict(clips_per_identity=2), "synth.clips_per_identity must be in [3, inf), got 2"),
+                         (dict(styles=0), "synth.styles must be in [1, 64], got 0"),
+                         (dict(seconds=0.5), "synth.seconds must be in [1, 120], got 0.5")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             generate_clip(SynthConfig(**bad), 0, 0, 0, 0, render=False)
     with pytest.raises(ConfigError, match=r"^unknown synth config key\(s\): colour, sise$"):

@@ -18,7 +18,6 @@ the key, the file it came from and the valid choices.
 from __future__ import annotations
 
 import os
-import re
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from zoo.data.datamodule import DataConfig
+from zoo.bounds import out_of_bounds
 from zoo.errors import ConfigError
 from zoo.io.atomic import atomic_path
 from zoo.registry import get_entry
@@ -282,7 +282,8 @@ def compose(model: str, data: Optional[str] = None, config_file: Optional[str] =
     if cfg.run.model != model:
         raise ConfigError(f"run.model is '{cfg.run.model}' but --model is '{model}'; set the model with --model only")
     _check_choices(cfg)
-    for section, schema in (("trainer", TrainerConfig), ("logger", LoggerConfig), ("model", get_entry(model).config)):
+    for section, schema in (("trainer", TrainerConfig), ("logger", LoggerConfig), ("data", DataSection),
+                            ("model", get_entry(model).config)):
         check_bounds(cfg[section], schema, section)
     return cfg
 
@@ -310,28 +311,12 @@ def _check_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"invalid metric {metric!r} in 'eval.metrics'; valid choices: {', '.join(ALL_METRICS)}")
 
 
-_INTERVAL = re.compile(r"^([\[(])\s*(-inf|[-+.0-9e]+)\s*,\s*(inf|[-+.0-9e]+)\s*([\])])$")
-
-
-def in_interval(value: float, interval: str) -> bool:
-    """Whether ``value`` lies in ``interval``, written as in mathematics: ``"[0, 1)"``, ``"(0, inf)"``."""
-    match = _INTERVAL.match(interval)
-    if match is None:
-        raise ValueError(f"not an interval: {interval!r}")
-    opening, low, high, closing = match.groups()
-    low, high = float(low), float(high)
-    above = value >= low if opening == "[" else value > low
-    below = value <= high if closing == "]" else value < high
-    return above and below
-
-
 def check_bounds(node: DictConfig, cls: type, prefix: str) -> None:
-    """One line for a value outside its range. A config dataclass lists its ranges in a class attribute
-    ``bounds = {"field": "[1, inf)"}``; nested config dataclasses are checked under their own key."""
-    for name, interval in getattr(cls, "bounds", {}).items():
-        value = node[name]
-        if value is not None and not in_interval(value, interval):   # None: an optional setting left unset
-            raise ConfigError(f"{prefix}.{name} must be in {interval}, got {value!r}")
+    """One line for a value outside its range (:mod:`zoo.bounds`); nested config dataclasses are checked under
+    their own key."""
+    problem = out_of_bounds(node, cls)
+    if problem:
+        raise ConfigError(f"{prefix}.{problem}")
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         if is_dataclass(hints[f.name]) and isinstance(node.get(f.name), DictConfig):

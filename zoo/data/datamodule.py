@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, ClassVar, List, Optional
 
 import cv2
 import pytorch_lightning as pl
@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from zoo.data.clip_format import ClipDataset, open_dataset
 from zoo.data.dataset import FIELDS, WindowDataset, make_windows
 from zoo.data.features import FEATURES, FeatureCache
+from zoo.bounds import out_of_bounds
 from zoo.errors import DataError
 
 __all__ = ["DataConfig", "TalkingHeadDataModule"]
@@ -59,6 +60,11 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     predict_split: str = "test"
+
+    bounds: ClassVar[dict[str, str]] = {
+        "window_seconds": "(0, inf)", "train_stride_seconds": "(0, inf)", "val_window_seconds": "(0, inf)",
+        "num_refs": "[0, inf)", "max_clips": "[1, inf)", "batch_size": "[1, inf)", "eval_batch_size": "[1, inf)",
+        "num_workers": "[0, inf)"}
 
 
 def _worker_init(_: int) -> None:
@@ -98,16 +104,9 @@ class TalkingHeadDataModule(pl.LightningDataModule):
             raise DataError(f"unknown data field(s) {', '.join(map(repr, unknown))} in data.fields; valid fields: "
                             f"{', '.join(FIELDS)}")
         self.fields = list(dict.fromkeys(fields))
-        for key in ("batch_size", "eval_batch_size", "max_clips"):
-            value = getattr(cfg, key)
-            if value is not None and value < 1:
-                raise DataError(f"data.{key} must be >= 1, got {value}")
-        for key in ("num_refs", "num_workers"):
-            if getattr(cfg, key) < 0:
-                raise DataError(f"data.{key} must be >= 0, got {getattr(cfg, key)}")
-        for key in ("window_seconds", "train_stride_seconds", "val_window_seconds"):
-            if getattr(cfg, key) is not None and getattr(cfg, key) <= 0:
-                raise DataError(f"data.{key} must be positive or null, got {getattr(cfg, key)}")
+        problem = out_of_bounds(cfg, DataConfig)
+        if problem:
+            raise DataError(f"data.{problem}")
         self.dataset: Optional[ClipDataset] = None
         self._splits: dict[tuple[str, bool], WindowDataset] = {}  # (split, train) -> items
         self._features: dict[str, FeatureCache] = {}

@@ -5,8 +5,9 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
+from zoo.bounds import out_of_bounds
 from zoo.errors import ConfigError
 
 # Bump whenever generated content changes for the same config: it is part of the corpus hash, so cached
@@ -35,6 +36,12 @@ class SynthConfig:
     val_fraction: float = 0.15         # per seen identity, at least one clip each for val and test
     test_fraction: float = 0.15
 
+    bounds: ClassVar[dict[str, str]] = {
+        "identities": "[1, inf)", "unseen_identities": "[0, inf)", "styles": "[1, 64]", "intensities": "[1, 10]",
+        "clips_per_identity": "[3, inf)",            # one clip each for train / val / test
+        "unseen_clips_per_identity": "[1, inf)", "seconds": "[1, 120]", "fps": "[5, 120]", "size": "[64, 512]",
+        "sample_rate": "[8000, 48000]", "val_fraction": "[0, 0.5)", "test_fraction": "[0, 0.5)"}
+
 
 def num_frames(cfg: SynthConfig) -> int:
     """Frames per clip."""
@@ -53,24 +60,10 @@ def unseen_clips(cfg: SynthConfig) -> int:
 
 
 def validate(cfg: SynthConfig) -> None:
-    """Raise ConfigError naming the first bad field."""
-    checks = [
-        ("identities", cfg.identities >= 1, "must be >= 1"),
-        ("unseen_identities", cfg.unseen_identities >= 0, "must be >= 0"),
-        ("styles", 1 <= cfg.styles <= 64, "must be in 1..64"),
-        ("intensities", 1 <= cfg.intensities <= 10, "must be in 1..10"),
-        ("clips_per_identity", cfg.clips_per_identity >= 3, "must be >= 3 (one clip each for train/val/test)"),
-        ("unseen_clips_per_identity", unseen_clips(cfg) >= 1, "must be >= 1"),
-        ("seconds", 1.0 <= cfg.seconds <= 120.0, "must be in [1, 120]"),
-        ("fps", 5.0 <= cfg.fps <= 120.0, "must be in [5, 120]"),
-        ("size", 64 <= cfg.size <= 512, "must be in 64..512"),
-        ("sample_rate", 8000 <= cfg.sample_rate <= 48000, "must be in 8000..48000"),
-        ("val_fraction", 0.0 <= cfg.val_fraction < 0.5, "must be in [0, 0.5)"),
-        ("test_fraction", 0.0 <= cfg.test_fraction < 0.5, "must be in [0, 0.5)"),
-    ]
-    for name, ok, why in checks:
-        if not ok:
-            raise ConfigError(f"synth.{name}={getattr(cfg, name)!r} {why}")
+    """Raise ConfigError naming the first field outside its range (``SynthConfig.bounds``)."""
+    problem = out_of_bounds(cfg, SynthConfig)
+    if problem:
+        raise ConfigError(f"synth.{problem}")
 
 
 def as_dict(cfg: SynthConfig) -> dict:
