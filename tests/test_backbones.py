@@ -4,6 +4,7 @@ No real weights exist here; every network gets a generated state dict in its off
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -13,6 +14,8 @@ import torch
 from zoo import weights
 from zoo.errors import WeightsError
 from zoo.metrics.backbones import BackboneRef, load_exact, random_state_dict, state_dict_layout
+
+from helpers import one_line_error
 
 # --- SyncNet: the layout of syncnet_v2.model (metrics.md §1.4-1.5), as data ----------------------------------------
 # Conv/Linear layers: weight shape (a bias of shape[0] follows); BatchNorm layers: channel count.
@@ -96,6 +99,17 @@ def test_syncnet_from_weights_file(tmp_path, monkeypatch):
         entry.name, entry.filename, hashlib.sha256(path.read_bytes()).hexdigest(), entry.source, entry.used_by))
     net = SyncNet.from_weights(tmp_path)
     assert torch.equal(net.netcnnlip[0].weight, state["netcnnlip.0.weight"])
+
+
+def test_syncnet_weights_file_that_is_not_a_state_dict_names_the_file(tmp_path, monkeypatch):
+    from zoo.metrics.backbones.syncnet import SyncNet
+
+    path = tmp_path / "syncnet_v2.model"
+    torch.save([torch.zeros(1)], path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setitem(weights.WEIGHTS, "syncnet", dataclasses.replace(weights.WEIGHTS["syncnet"], sha256=digest))
+    one_line_error(lambda: SyncNet.from_weights(tmp_path),
+                   "syncnet_v2.model: expected a state dict (mapping of tensors), got list", error=WeightsError)
 
 
 # --- ArcFace iresnet ----------------------------------------------------------------------------------------------

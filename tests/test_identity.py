@@ -11,6 +11,8 @@ from zoo.errors import DataError
 from zoo.metrics.identity import (ARCFACE_TEMPLATE, IdentitySimilarity, align_faces, csim, five_points,
                                   similarity_transforms)
 
+from helpers import one_line_error
+
 
 def _faces(n=3, seed=0, height=120, width=100):
     """Random images and 68-point landmark sets placed by random similarity transforms (with jitter)."""
@@ -97,8 +99,13 @@ def test_csim_matches_manual_computation_and_skips_missing_faces():
     paired_lm[2] = np.nan
     paired = csim(pred, np.repeat(ref, 3, axis=0), embedder, pred_lm, paired_lm)
     assert torch.isnan(paired[[1, 2]]).all() and paired[0].item() == pytest.approx(sims[0].item(), abs=1e-6)
-    with pytest.raises(DataError, match="reference"):
-        csim(pred, np.repeat(ref, 2, axis=0), embedder, pred_lm, np.repeat(ref_lm, 2, axis=0))
+
+
+def test_csim_needs_one_reference_or_one_per_frame():
+    pred, pred_lm = _faces(n=3, seed=1)
+    ref, ref_lm = _faces(n=2, seed=2)
+    one_line_error(lambda: csim(pred, ref, ToyEmbedder(), pred_lm, ref_lm),
+                   "csim: 2 reference frames for 3 generated frames (need 1 or 3)")
 
 
 def test_csim_detects_missing_landmarks_with_a_landmarker():
@@ -113,8 +120,15 @@ def test_csim_detects_missing_landmarks_with_a_landmarker():
     detected = csim(pred, ref, embedder, landmarker=KnownLandmarks())
     given = csim(pred, ref, embedder, pred_lm.astype(np.float32), ref_lm.astype(np.float32))
     torch.testing.assert_close(detected, given)
-    with pytest.raises(DataError, match="landmark"):
-        csim(pred, ref, embedder)
+
+
+def test_csim_without_landmarks_or_a_detector_names_the_missing_side():
+    pred, pred_lm = _faces(n=2, seed=6)
+    ref, _ = _faces(n=1, seed=7)
+    one_line_error(lambda: csim(pred, ref, ToyEmbedder()),
+                   "csim: no generated-frame landmarks and no landmark detector given")
+    one_line_error(lambda: csim(pred, ref, ToyEmbedder(), pred_landmarks=pred_lm),
+                   "csim: no reference landmarks and no landmark detector given")
 
 
 def test_identity_similarity_metric_with_arcface():

@@ -1,6 +1,7 @@
 """mp4 (H.264 + AAC) and audio file round trips through zoo.io, and their one-line errors."""
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -70,7 +71,13 @@ def test_audio_errors(tmp_path):
     one_line_error(lambda: load_audio(tmp_path / "none.wav"), "audio file not found", "none.wav")
     (tmp_path / "bad.wav").write_bytes(b"RIFF....garbage")
     one_line_error(lambda: load_audio(tmp_path / "bad.wav"), "cannot read audio file", "bad.wav")
-    one_line_error(lambda: save_audio(tmp_path / "x.wav", np.array([0.0, np.nan]), SR), "NaN")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_save_audio_refuses_non_finite_samples(tmp_path, bad):
+    one_line_error(lambda: save_audio(tmp_path / "x.wav", np.array([0.0, bad, 0.5]), SR),
+                   f"audio for {tmp_path / 'x.wav'}: contains NaN or infinite samples")
+    assert not (tmp_path / "x.wav").exists() and not _leftovers(tmp_path)
 
 
 def test_more_video_and_audio_errors(tmp_path):
@@ -101,6 +108,15 @@ def test_damaged_media_data_is_one_line(tmp_path):
     (tmp_path / "damaged.mp4").write_bytes(bytes(data))
     one_line_error(lambda: read_video(tmp_path / "damaged.mp4"), "cannot decode the video of", "damaged.mp4")
     one_line_error(lambda: load_audio(tmp_path / "damaged.mp4"), "cannot decode the audio of", "damaged.mp4")
+
+
+def test_video_stream_without_frames_is_one_line(tmp_path):
+    path = tmp_path / "empty.avi"
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        container.start_encoding()                         # writes the header although no packet is ever muxed
+    one_line_error(lambda: read_video(path), f"video {path} has no frames")
 
 
 def test_write_json_is_atomic(tmp_path):
