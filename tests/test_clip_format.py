@@ -10,20 +10,10 @@ import soundfile as sf
 
 from zoo.data import SCHEMA_VERSION, TRACK_SPECS, open_dataset, write_clip, write_dataset
 from zoo.data.fake import fake_clip, write_fake_dataset
-from zoo.errors import DataError
+
+from helpers import one_line_error
 
 FPS, SR, SIZE = 25.0, 16000, 32
-
-
-def one_line_error(fn, *fragments: str) -> str:
-    """Run ``fn``, expecting a DataError whose single-line message contains every fragment."""
-    with pytest.raises(DataError) as info:
-        fn()
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 @pytest.fixture(scope="module")
