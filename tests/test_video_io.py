@@ -71,6 +71,8 @@ def test_audio_errors(tmp_path):
     one_line_error(lambda: load_audio(tmp_path / "none.wav"), "audio file not found", "none.wav")
     (tmp_path / "bad.wav").write_bytes(b"RIFF....garbage")
     one_line_error(lambda: load_audio(tmp_path / "bad.wav"), "cannot read audio file", "bad.wav")
+    (tmp_path / "bad.m4a").write_bytes(b"not audio at all")  # a container suffix: read through PyAV
+    one_line_error(lambda: load_audio(tmp_path / "bad.m4a"), "cannot open audio file", "bad.m4a")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

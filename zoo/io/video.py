@@ -88,13 +88,14 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: 
                     container.mux(packet)
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def _open(path: Path, kind: str = "video") -> av.container.InputContainer:
+    """Open ``path`` for reading; ``kind`` ("video" or "audio") names the file in the error line."""
     if not path.is_file():
-        raise DataError(f"video file not found: {path}")
+        raise DataError(f"{kind} file not found: {path}")
     try:
         return av.open(str(path))
     except av.FFmpegError as exc:
-        raise DataError(f"cannot open video file {path}: {exc}") from None
+        raise DataError(f"cannot open {kind} file {path}: {exc}") from None
 
 
 def _decode_audio(container: av.container.InputContainer, path: Path) -> tuple[Optional[np.ndarray], int]:
@@ -127,7 +128,7 @@ def read_audio_stream(path: str | os.PathLike) -> tuple[Optional[np.ndarray], in
     trimmed to the stream's declared duration when the container records one (mp4 edit lists keep it to the
     millisecond, so N can exceed the encoded length by up to ``rate / 1000`` samples)."""
     path = Path(path)
-    with _open(path) as container:
+    with _open(path, kind="audio") as container:
         return _decode_audio(container, path)
 
 
