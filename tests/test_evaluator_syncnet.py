@@ -13,6 +13,7 @@ import zoo.evaluators.sync_expert as sync_expert  # registers "syncnet"
 from zoo.cli import main
 from zoo.data.clip_format import open_dataset
 from zoo.data.datamodule import DataConfig, TalkingHeadDataModule
+from zoo.data.fake import write_fake_dataset
 from zoo.evaluators.sync_expert import (SyncExpert, SyncExpertConfig, evaluate_quality, matching_loss,
                                         mfcc_windows, shift_audio)
 from zoo.evaluators.sync_network import SyncNetwork
@@ -147,6 +148,18 @@ def test_quality_check_runs(tiny_corpus):
     result = evaluate_quality(SyncNetwork(**SMALL), tiny_corpus, "test", max_shift=1)
     assert set(result["offset_accuracy_by_shift"]) == {-1, 0, 1} and 0 <= result["offset_accuracy"] <= 1
     assert result["num_clips"] >= 2 and np.isfinite(result["gt_lse_c"]) and np.isfinite(result["mismatched_lse_c"])
+    # the held-out identities are scored alongside, under the same keys prefixed unseen_
+    unseen_clips = len(open_dataset(tiny_corpus).clip_ids("test_unseen"))
+    assert result["unseen_num_clips"] == unseen_clips >= 2 and np.isfinite(result["unseen_gt_lse_d"])
+    assert set(result["unseen_offset_accuracy_by_shift"]) == {-1, 0, 1}
+    assert "unseen_gt_lse_c" not in evaluate_quality(SyncNetwork(**SMALL), tiny_corpus, "test", max_shift=1,
+                                                     unseen_split=None)
+
+
+def test_quality_check_skips_an_unseen_split_too_small_to_mismatch(tmp_path):
+    root = write_fake_dataset(tmp_path / "d", splits={"test": 2, "test_unseen": 1}, seconds=1.0)
+    result = evaluate_quality(SyncNetwork(**SMALL), root, "test", max_shift=0)
+    assert result["num_clips"] == 2 and not any(k.startswith("unseen_") for k in result)
 
 
 def test_state_dict_round_trip_through_the_registry():

@@ -110,7 +110,9 @@ class EvalConfig:
     backbones: str = "auto"             # auto (synth-kit for data=synth, official otherwise) | official | synth-kit
     weights_dir: Optional[str] = None   # official weight files (default $ZOO_WEIGHTS_DIR or torch hub's)
     kit_dir: Optional[str] = None       # synthetic evaluator kits (default $ZOO_DATA_DIR/evaluator-kit)
-    kit_overrides: List[str] = field(default_factory=list)  # extra key=value for training the kit (quick runs)
+    # extra key=value for training the kit (quick runs); speakers.identities / speakers.clips_per_identity size the
+    # SyncNet's synthetic speakers (zoo.evaluators.kit.SPEAKERS)
+    kit_overrides: List[str] = field(default_factory=list)
 
 
 @dataclass
