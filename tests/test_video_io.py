@@ -133,3 +133,19 @@ def test_write_json_is_atomic(tmp_path):
         write_json(target, {"bad": object()})               # not serialisable: the old file stays whole
     assert json.loads(target.read_text()) == {"fps": 1.5}
     assert [p.name for p in target.parent.iterdir()] == ["result.json"]   # no temporary left behind
+
+
+def test_video_stream_without_a_frame_rate_is_one_line(tmp_path, monkeypatch):
+    # FFmpeg guesses a rate for every file it can demux, so a container that declares none is stood in for
+    class NoRateContainer:
+        streams = type("Streams", (), {"video": [type("Stream", (), {"average_rate": None, "guessed_rate": None})()]})
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    (tmp_path / "norate.mp4").write_bytes(b"")
+    monkeypatch.setattr("zoo.io.video._open", lambda path, kind="video": NoRateContainer())
+    one_line_error(lambda: read_video(tmp_path / "norate.mp4"), "the video stream has no frame rate", "norate.mp4")
