@@ -5,12 +5,15 @@ A config dataclass lists the intervals its numeric fields must lie in, written a
     bounds: ClassVar[dict[str, str]] = {"batch_size": "[1, inf)", "ema_decay": "[0, 1)"}
 
 :func:`out_of_bounds` finds the first field outside its interval (``None`` values are optional settings left
-unset); the config composer (:mod:`zoo.config`), the datamodule and the synthetic corpus report it in one line.
+unset); :func:`require_in_bounds` raises it as one line, for the config composer (:mod:`zoo.config`), the
+datamodule, the synthetic corpus and the evaluator kit's speakers.
 """
 from __future__ import annotations
 
 import re
 from typing import Any, Optional
+
+from zoo.errors import ConfigError, ZooError
 
 _INTERVAL = re.compile(r"^([\[(])\s*(-inf|[-+.0-9e]+)\s*,\s*(inf|[-+.0-9e]+)\s*([\])])$")
 
@@ -35,3 +38,11 @@ def out_of_bounds(config: Any, cls: Optional[type] = None) -> Optional[str]:
         if value is not None and not in_interval(value, interval):
             return f"{name} must be in {interval}, got {value!r}"
     return None
+
+
+def require_in_bounds(config: Any, prefix: str, cls: Optional[type] = None,
+                      error: type[ZooError] = ConfigError) -> None:
+    """Raise ``error("<prefix>.<field> must be in <interval>, got <value>")`` for the first field out of range."""
+    problem = out_of_bounds(config, cls)
+    if problem:
+        raise error(f"{prefix}.{problem}")

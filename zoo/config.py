@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from zoo.data.datamodule import DataConfig
-from zoo.bounds import out_of_bounds
+from zoo.bounds import require_in_bounds
 from zoo.errors import ConfigError
 from zoo.io.atomic import atomic_path
 from zoo.registry import get_entry
@@ -316,9 +316,7 @@ def _check_choices(cfg: DictConfig) -> None:
 def check_bounds(node: DictConfig, cls: type, prefix: str) -> None:
     """One line for a value outside its range (:mod:`zoo.bounds`); nested config dataclasses are checked under
     their own key."""
-    problem = out_of_bounds(node, cls)
-    if problem:
-        raise ConfigError(f"{prefix}.{problem}")
+    require_in_bounds(node, prefix, cls)
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         if is_dataclass(hints[f.name]) and isinstance(node.get(f.name), DictConfig):

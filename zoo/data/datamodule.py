@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from zoo.data.clip_format import ClipDataset, open_dataset
 from zoo.data.dataset import FIELDS, WindowDataset, make_windows
 from zoo.data.features import FEATURES, FeatureCache
-from zoo.bounds import out_of_bounds
+from zoo.bounds import require_in_bounds
 from zoo.errors import DataError
 
 __all__ = ["DataConfig", "TalkingHeadDataModule"]
@@ -104,9 +104,7 @@ class TalkingHeadDataModule(pl.LightningDataModule):
             raise DataError(f"unknown data field(s) {', '.join(map(repr, unknown))} in data.fields; valid fields: "
                             f"{', '.join(FIELDS)}")
         self.fields = list(dict.fromkeys(fields))
-        problem = out_of_bounds(cfg, DataConfig)
-        if problem:
-            raise DataError(f"data.{problem}")
+        require_in_bounds(cfg, "data", DataConfig, error=DataError)
         self.dataset: Optional[ClipDataset] = None
         self._splits: dict[tuple[str, bool], WindowDataset] = {}  # (split, train) -> items
         self._features: dict[str, FeatureCache] = {}

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from zoo.bounds import out_of_bounds
+from zoo.bounds import require_in_bounds
 from zoo.data import data_dir
 from zoo.data.clip_format import open_dataset
 from zoo.errors import ConfigError, DataError
@@ -97,9 +97,8 @@ def speakers_config(dataset, speakers: dict) -> SynthConfig:
                         f"the kit's SyncNet learns from speakers generated like the evaluated corpus")
     cfg = coerce({**settings, "seed": int(settings["seed"]) + 1, "unseen_identities": 0,
                   "unseen_clips_per_identity": None, **speakers})
-    problem = out_of_bounds(cfg, SynthConfig)     # only the speakers' counts can be off: the rest made a corpus
-    if problem:
-        raise ConfigError(f"eval.kit_overrides: speakers.{problem}")
+    # only the speakers' counts can be out of range: the rest made the evaluated corpus
+    require_in_bounds(cfg, "eval.kit_overrides: speakers", SynthConfig)
     return cfg
 
 
@@ -109,9 +108,9 @@ def _train(name: str, data_root: Path, target: Path, overrides: Sequence[str], s
     from zoo.harness import execute, prepare
 
     started = time.time()
-    dataset = open_dataset(data_root)
     corpus_specific, extra, train_root = [], {}, data_root
     if name == "identity_embedder":   # one CosFace class per training identity of this corpus
+        dataset = open_dataset(data_root)
         labels = [dataset.clip(c).meta["identity"] for c in dataset.clip_ids("train")]
         corpus_specific.append(f"model.num_identities={max(labels) + 1}")
     if name == "syncnet":

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from zoo.bounds import out_of_bounds
+from zoo.bounds import require_in_bounds
 from zoo.errors import ConfigError
 
 # Bump whenever generated content changes for the same config: it is part of the corpus hash, so cached
@@ -61,9 +61,7 @@ def unseen_clips(cfg: SynthConfig) -> int:
 
 def validate(cfg: SynthConfig) -> None:
     """Raise ConfigError naming the first field outside its range (``SynthConfig.bounds``)."""
-    problem = out_of_bounds(cfg, SynthConfig)
-    if problem:
-        raise ConfigError(f"synth.{problem}")
+    require_in_bounds(cfg, "synth", SynthConfig)
 
 
 def as_dict(cfg: SynthConfig) -> dict:
