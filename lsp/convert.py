@@ -24,7 +24,9 @@ Key handling, the only changes made to a file's keys:
   with 0, as ``load_state_dict`` itself does for old files; it is a counter unused at inference.
 
 Everything else must match exactly: a missing key, an unexpected key or a shape mismatch raises
-:class:`~zoo.errors.WeightsError` with one line naming the file and the first offending keys.
+:class:`~zoo.errors.WeightsError` with one line naming the file and the first offending keys. Files are read with
+``torch.load(weights_only=True)``; ``convert_official(sha256={component: hex})`` checks pinned hashes first (the
+release publishes none).
 
 :func:`official_layout_shapes` / :func:`official_layout_state_dict` enumerate the official layouts from the official
 module structure (written out here independently of the zoo modules); they are test helpers that stand in for the
@@ -37,7 +39,7 @@ import os
 import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -47,6 +49,7 @@ from lsp.networks.audio2mouth import Audio2Mouth
 from lsp.networks.headpose import Audio2Headpose
 from lsp.networks.renderer import Feature2FaceGenerator
 from zoo.errors import WeightsError
+from zoo.weights import sha256_of
 
 __all__ = ["OFFICIAL_FILES", "convert_official", "detect_renderer_config", "load_official_into",
            "official_layout_shapes", "official_layout_state_dict"]
@@ -205,11 +208,15 @@ def official_layout_state_dict(component: str, seed: int = 0, **cfg: Any) -> dic
 # Conversion
 # ----------------------------------------------------------------------------------------------------------------
 
-def _load(path: PathLike, component: str) -> tuple[Path, dict[str, torch.Tensor]]:
+def _load(path: PathLike, component: str, sha256: Optional[str] = None) -> tuple[Path, dict[str, torch.Tensor]]:
     path = Path(path)
     label = f"official LSP {component} weights file {path}"
     if not path.is_file():
         raise WeightsError(f"{label} not found (expected the official {OFFICIAL_FILES[component]})")
+    if sha256 is not None:
+        digest = sha256_of(path)
+        if digest != sha256.strip().lower():
+            raise WeightsError(f"{label} has sha256 {digest}, expected {sha256}: it is corrupt or a different file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError) as exc:
@@ -257,8 +264,8 @@ def _match(state_dict: dict[str, torch.Tensor], expected: Shapes, label: str) ->
     return {k: sd[k] for k in expected}
 
 
-def _convert_apc(path: PathLike) -> dict[str, torch.Tensor]:
-    path, sd = _load(path, "apc")
+def _convert_apc(path: PathLike, sha256: Optional[str]) -> dict[str, torch.Tensor]:
+    path, sd = _load(path, "apc", sha256)
     sd = _strip(sd, "module.")
     for name in ("weight", "bias"):
         if f"postnet.layer.{name}" in sd:
@@ -300,22 +307,22 @@ def detect_renderer_config(state_dict: Mapping[str, torch.Tensor], source: str =
             "blocks_per_level": blocks}
 
 
-def _convert_simple(path: PathLike, component: str, factory: Callable[[], nn.Module], what: str
-                    ) -> dict[str, torch.Tensor]:
-    path, sd = _load(path, component)
+def _convert_simple(path: PathLike, component: str, factory: Callable[[], nn.Module], what: str,
+                    sha256: Optional[str]) -> dict[str, torch.Tensor]:
+    path, sd = _load(path, component, sha256)
     return _match(_strip(sd, "module."), _shapes_of(factory), f"{path} ({what})")
 
 
-def _convert_renderer(path: PathLike) -> dict[str, torch.Tensor]:
-    path, sd = _load(path, "renderer")
+def _convert_renderer(path: PathLike, sha256: Optional[str]) -> dict[str, torch.Tensor]:
+    path, sd = _load(path, "renderer", sha256)
     sd = _strip(_strip(sd, "module."), "netG.")
     cfg = detect_renderer_config(sd, source=str(path))
     return _match(sd, _shapes_of(lambda: Feature2FaceGenerator(**cfg)), f"{path} (Feature2Face {cfg})")
 
 
 def convert_official(apc: PathLike | None = None, audio2feature: PathLike | None = None,
-                     audio2headpose: PathLike | None = None, feature2face: PathLike | None = None
-                     ) -> dict[str, dict[str, torch.Tensor]]:
+                     audio2headpose: PathLike | None = None, feature2face: PathLike | None = None,
+                     sha256: Mapping[str, str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Load and strictly convert any subset of the official files.
 
     Args:
@@ -323,6 +330,10 @@ def convert_official(apc: PathLike | None = None, audio2feature: PathLike | None
         audio2feature: ``Audio2Feature.pkl`` (LSTM mouth decoder).
         audio2headpose: ``Audio2Headpose.pkl``.
         feature2face: ``Feature2Face.pkl`` (``large`` or ``normal``; see :func:`detect_renderer_config`).
+        sha256: expected SHA256 (hex) per component (``"apc"``, ``"mouth"``, ``"headpose"``, ``"renderer"``),
+            checked before a file is unpickled. The release publishes no hashes (the files are per subject, on
+            Google Drive), so pin the ones you have verified (``zoo.weights.sha256_of``) and a later run refuses a
+            corrupt or swapped file; components left out are not hashed.
 
     Returns:
         ``{"apc" | "mouth" | "headpose" | "renderer": state_dict}`` for the files given, each ready for
@@ -332,15 +343,22 @@ def convert_official(apc: PathLike | None = None, audio2feature: PathLike | None
     Raises:
         WeightsError: a file is missing, unreadable with ``weights_only=True``, or does not match key for key.
     """
+    hashes = dict(sha256 or {})
+    unknown = sorted(set(hashes) - set(OFFICIAL_FILES))
+    if unknown:
+        raise WeightsError(f"sha256 given for unknown LSP component(s) {', '.join(unknown)}; known: "
+                           f"{', '.join(OFFICIAL_FILES)}")
     out: dict[str, dict[str, torch.Tensor]] = {}
     if apc is not None:
-        out["apc"] = _convert_apc(apc)
+        out["apc"] = _convert_apc(apc, hashes.get("apc"))
     if audio2feature is not None:
-        out["mouth"] = _convert_simple(audio2feature, "mouth", Audio2Mouth, "Audio2Feature LSTM decoder")
+        out["mouth"] = _convert_simple(audio2feature, "mouth", Audio2Mouth, "Audio2Feature LSTM decoder",
+                                       hashes.get("mouth"))
     if audio2headpose is not None:
-        out["headpose"] = _convert_simple(audio2headpose, "headpose", Audio2Headpose, "Audio2Headpose")
+        out["headpose"] = _convert_simple(audio2headpose, "headpose", Audio2Headpose, "Audio2Headpose",
+                                          hashes.get("headpose"))
     if feature2face is not None:
-        out["renderer"] = _convert_renderer(feature2face)
+        out["renderer"] = _convert_renderer(feature2face, hashes.get("renderer"))
     return out
 
 

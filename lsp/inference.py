@@ -96,7 +96,7 @@ class LSPEngine:
 
     def __init__(self, model: LSP, fps: float, seed: int = 0, poses: Optional[torch.Tensor] = None):
         if model.training:
-            raise RuntimeError("LSPEngine needs the model in eval mode")
+            raise RuntimeError("LSP inference needs the model in eval mode (call model.eval() first)")
         cfg = model.cfg
         self.model, self.device = model, model.profile.mean_shape.device
         self.mouth_delay = seconds_to_frames(cfg.mouth.look_ahead_seconds, fps)

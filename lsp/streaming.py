@@ -30,6 +30,7 @@ class LSPStream:
         self.sample_rate = int(model.profile.sample_rate)
         self.mel = StreamingLogMel(self.sample_rate, self.fps)
         self.engine = LSPEngine(model, self.fps, seed, poses)
+        self.ended = False
 
     @property
     def latency_seconds(self) -> float:
@@ -39,12 +40,19 @@ class LSPStream:
     @torch.no_grad()
     def push(self, audio_chunk: np.ndarray) -> EngineOutput:
         """Consume float mono audio [n] in [-1, 1]; return the frames completed by it."""
+        self._check_open("push()")
         rows = self.mel.push(audio_chunk)
         return self.engine.push_mel(torch.from_numpy(rows))
 
     @torch.no_grad()
     def flush(self) -> EngineOutput:
         """End of the audio: every remaining frame."""
+        self._check_open("flush()")
+        self.ended = True
         rows = self.mel.flush()
         first = self.engine.push_mel(torch.from_numpy(rows))
         return EngineOutput.concat([first, self.engine.finish()])
+
+    def _check_open(self, call: str) -> None:
+        if self.ended:
+            raise RuntimeError(f"LSPStream.{call} after flush(): the stream has ended; start a new LSPStream")

@@ -16,6 +16,7 @@ from lsp.networks.audio2mouth import Audio2Mouth
 from lsp.networks.headpose import Audio2Headpose
 from lsp.networks.renderer import Feature2FaceGenerator
 from zoo.errors import WeightsError
+from zoo.weights import sha256_of
 
 from helpers import one_line_error
 
@@ -180,6 +181,19 @@ def test_missing_and_unreadable_files(tmp_path):
     _one_line_error(lambda: convert_official(feature2face=garbage), str(garbage), "weights_only")
     listed = _save(tmp_path, "Audio2Headpose.pkl", [torch.zeros(1)])
     _one_line_error(lambda: convert_official(audio2headpose=listed), str(listed), "not a state dict")
+
+
+def test_pinned_sha256(tmp_path, mouth_sd):
+    path = _save(tmp_path, "Audio2Feature.pkl", mouth_sd)
+    digest = sha256_of(path)
+    assert set(convert_official(audio2feature=path, sha256={"mouth": digest.upper()})) == {"mouth"}
+    wrong = "0" * 64
+    _one_line_error(lambda: convert_official(audio2feature=path, sha256={"mouth": wrong}), str(path),
+                    f"has sha256 {digest}, expected {wrong}", "corrupt or a different file")
+    _one_line_error(lambda: convert_official(audio2feature=path, sha256={"Audio2Feature": digest}),
+                    "unknown LSP component(s) Audio2Feature", "known: apc, mouth, headpose, renderer")
+    # A pin for a component whose file is not given is unused, not an error.
+    assert set(convert_official(audio2feature=path, sha256={"mouth": digest, "apc": wrong})) == {"mouth"}
 
 
 def test_file_contents_that_are_not_weights(tmp_path, mouth_sd):

@@ -228,6 +228,21 @@ def test_streaming_equals_offline_with_bounded_latency(model, speech, chunk_seco
     assert torch.allclose(torch.cat([o.pose for o in outputs]), offline.pose, atol=1e-5)
 
 
+def test_a_stream_is_used_once_and_in_eval_mode(model, speech):
+    _, audio = speech
+    stream = LSPStream(model, seed=0)
+    stream.push(audio[:8000])
+    stream.flush()
+    one_line_error(lambda: stream.push(audio[:100]), "LSPStream.push() after flush()", "start a new LSPStream",
+                   error=RuntimeError)
+    one_line_error(stream.flush, "LSPStream.flush() after flush()", error=RuntimeError)
+    model.train()
+    try:
+        one_line_error(lambda: LSPStream(model), "eval mode", "model.eval()", error=RuntimeError)
+    finally:
+        model.eval()
+
+
 @pytest.fixture(scope="module")
 def quality_benchmark():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "lsp_quality.py"
