@@ -65,6 +65,18 @@ def test_a_speaker_outside_the_train_split_is_one_line(corpus):
                    "identity 7 has no clip in the train split")
 
 
+@pytest.mark.parametrize("use, name", [
+    (lambda profile: profile.face_from_mouth(torch.zeros(1, 2, 75)), "face_from_mouth"),
+    (lambda profile: profile.landmarks_and_shoulders(torch.zeros(1, 2, 68, 3), torch.zeros(1, 2, 6)), "projection"),
+    (lambda profile: profile.renderer_input(torch.zeros(2, 68, 2), torch.zeros(2, 18, 2)), "renderer_input"),
+])
+def test_an_unfitted_profile_says_so(use, name):
+    with pytest.raises(RuntimeError) as info:
+        use(PersonProfile())
+    assert str(info.value) == (f"PersonProfile: {name} needs a fitted profile (fit it from the training clips, or "
+                               "load a checkpoint that has one)")
+
+
 def test_the_profile_needs_the_persons_clips_and_their_3d_tracks(corpus, tmp_path):
     one_line_error(lambda: PersonProfile().fit(corpus, [], 3),
                    f"dataset '{corpus.name}' has no training clip of identity 3 (model.identity / data.identities)")

@@ -189,6 +189,25 @@ def test_renderer_rejects_bad_input():
         net(torch.zeros(1, 4, 64, 64))
 
 
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: Audio2Mouth(apc_dim=4, hidden_size=8)(torch.zeros(1, 3, 5)), "Audio2Mouth expects 8 input channels"),
+    (lambda: Audio2Headpose(**SMALL_HP).condition(torch.zeros(1, 3, 5)), "Audio2Headpose expects 8 condition"),
+    (lambda: Audio2Headpose(**{**SMALL_HP, "output_channels": 6}), "output_channels must be 2*input_channels+1 = 7"),
+    (lambda: Audio2Headpose(**{**SMALL_HP, "kernel_size": 1}), "WaveNet kernel_size must be >= 2, got 1"),
+    (lambda: Audio2Headpose(**SMALL_HP).generate(torch.zeros(1, 4, 8), frame_future=4),
+     "generate needs more than frame_future=4 condition frames, got 4"),
+    (lambda: gaussian_nll(torch.zeros(1, 2, 6), torch.zeros(1, 2, 3)), "need 2*D+1 channels, got 6"),
+    (lambda: gaussian_nll(torch.zeros(1, 2, 7), torch.zeros(1, 2, 2)), "gaussian_nll: means (1, 2, 3) vs target"),
+    (lambda: Feature2FaceGenerator(num_downs=1), "needs num_downs >= 2, got 1"),
+    (lambda: Feature2FaceGenerator(num_downs=3, blocks_per_level=0), "blocks_per_level must be >= 1, got 0"),
+    (lambda: Feature2FaceGenerator(num_downs=3, ngf=4)(torch.zeros(13, 16, 16)), "expects [B, 13, H, W], got"),
+])
+def test_networks_name_their_bad_arguments(call, fragment):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
 def test_renderer_official_channels():
     with torch.device("meta"):
         net = Feature2FaceGenerator()

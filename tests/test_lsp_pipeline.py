@@ -115,6 +115,19 @@ def test_stage_needs_trained_apc(tiny_corpus, tmp_path, capsys):
         assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
 
 
+def test_a_renderer_too_deep_for_the_frames_is_one_line(tiny_corpus, tmp_path, capsys):
+    code = main(["fit", "--model", "lsp.renderer", *SMALL[:3], f"run.runs_dir={tmp_path}", "model.num_downs=7"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the renderer's 7 levels need frames divisible by 128, the data has 64 px; set "
+                          "model.num_downs (model.renderer.num_downs") and err.count("\n") == 1, err
+
+
+def test_the_assembled_model_is_not_trained_directly(model):
+    with pytest.raises(RuntimeError, match="`zoo fit --model lsp` trains its stages"):
+        model.training_step({}, 0)
+
+
 def test_only_an_assembled_lsp_checkpoint_loads(trained, tmp_path):
     stage = trained / "mouth" / "checkpoints" / "last.ckpt"
     one_line_error(lambda: LSP.load(stage), f"{stage} is not an assembled LSP checkpoint", "'apc_ckpt'",
@@ -236,6 +249,9 @@ def test_a_stream_is_used_once_and_in_eval_mode(model, speech):
     one_line_error(lambda: stream.push(audio[:100]), "LSPStream.push() after flush()", "start a new LSPStream",
                    error=RuntimeError)
     one_line_error(stream.flush, "LSPStream.flush() after flush()", error=RuntimeError)
+    one_line_error(lambda: stream.engine.push_mel(torch.zeros(2, 80)), "LSPEngine: push after finish",
+                   error=RuntimeError)
+    one_line_error(stream.engine.finish, "LSPEngine: finish called twice", error=RuntimeError)
     model.train()
     try:
         one_line_error(lambda: LSPStream(model), "eval mode", "model.eval()", error=RuntimeError)

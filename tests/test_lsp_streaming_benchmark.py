@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from lsp.stages.renderer import RendererConfig
 
@@ -39,3 +40,12 @@ def test_quick_run_writes_results(tmp_path):
     assert {"p50", "p95", "max"} <= set(stream["chunk_latency_ms"])
     assert run["renderer_only"]["frames_per_s_batch1"] > 0
     assert result["front_stages"]["cpu"]["headpose_sampler_steps_per_s"] > 0
+
+
+def test_device_choice():
+    script = load_script()
+    assert script.model_devices("cpu") == ["cpu"]
+    assert script.model_devices("auto")[0] == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="--device cuda: CUDA is not available"):
+            script.model_devices("cuda")

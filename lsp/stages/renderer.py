@@ -107,7 +107,8 @@ class RendererStage(PersonStage):
         size = self.trainer.datamodule.frame_size
         if size % 2 ** self.cfg.num_downs:
             raise ConfigError(f"the renderer's {self.cfg.num_downs} levels need frames divisible by "
-                              f"{2 ** self.cfg.num_downs}, the data has {size} px; set model.num_downs")
+                              f"{2 ** self.cfg.num_downs}, the data has {size} px; set model.num_downs "
+                              f"(model.renderer.num_downs under `zoo fit --model lsp`)")
         super().setup(stage)
 
     def configure_callbacks(self) -> list:
