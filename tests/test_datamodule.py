@@ -178,6 +178,14 @@ def test_config_errors(root, tmp_path):
                    "it has: frames, audio, pose")
 
 
+def test_dataset_properties_need_setup_and_stages_are_lightnings(root):
+    datamodule = TalkingHeadDataModule(DataConfig(root=root))
+    with pytest.raises(RuntimeError, match=r"call setup\(\) before reading dataset properties"):
+        datamodule.frame_size
+    with pytest.raises(ValueError, match="unknown stage 'training'"):
+        datamodule.setup("training")
+
+
 def test_lightning_fit_consumes_the_datamodule(root, tmp_path):
     import pytorch_lightning as pl
 

@@ -171,3 +171,10 @@ def test_cli_fit_smoke(tiny_corpus, tmp_path, capsys):
                  "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "identity_embedder" / "smoke" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_batch_without_identities_is_one_line():
+    model = ie.IdentityEmbedder(ie.IdentityEmbedderConfig(**SMALL))
+    batch = {"frames": torch.zeros(1, 2, 3, 64, 64, dtype=torch.uint8), "landmarks2d": torch.zeros(1, 2, 68, 2)}
+    one_line_error(lambda: model.step(batch, "train"),
+                   "identity_embedder: the batches carry no 'identity' (every clip needs meta.identity)")

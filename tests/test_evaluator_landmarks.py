@@ -11,6 +11,7 @@ import zoo.evaluators.landmark_detector as ld  # registers the model
 from zoo.cli import main
 from zoo.data.clip_format import open_dataset
 from zoo.data.fake import write_fake_dataset
+from zoo.errors import ConfigError
 from zoo.evaluators.common import to_float_images
 from zoo.registry import create_model
 from helpers import one_line_error, optimise
@@ -217,3 +218,10 @@ def test_quality_reports_how_much_mouth_motion_is_read(tiny_corpus):
     assert ld.evaluate_quality(_Replay(half), dataset, "test")["mouth_motion_gain"] == pytest.approx(0.5)
     still = ld.evaluate_quality(_Replay(frozen), dataset, "test")
     assert still["mouth_motion_gain"] == pytest.approx(0.0, abs=1e-5) and still["mouth_shape_error_px"] > 0.05
+
+
+@pytest.mark.parametrize("key, value", [("input_size", 40), ("mouth_input_size", 16)])
+def test_input_sizes_must_be_multiples_of_16(key, value):
+    one_line_error(lambda: ld.LandmarkDetector(ld.LandmarkDetectorConfig(**{**SMALL, key: value})),
+                   f"landmark_detector: model.{key} must be a multiple of 16 (>= 32), got {value}",
+                   error=ConfigError)

@@ -181,3 +181,17 @@ def test_zoo_fit_smoke(tiny_corpus, tmp_path, capsys):
                  f"run.runs_dir={tmp_path}", *[f"model.{k}={v}" for k, v in SMALL.items()]])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "syncnet" / "smoke" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_bad_network_geometry_and_inputs():
+    with pytest.raises(ValueError, match=r"input_size must be multiples of 16 .* got \(50, 96\)"):
+        SyncNetwork(**{**SMALL, "input_size": (50, 96)})
+    with pytest.raises(ValueError, match="audio_channels needs 3 widths"):
+        SyncNetwork(**{**SMALL, "audio_channels": [4, 8]})
+    net = SyncNetwork(**SMALL).eval()
+    with pytest.raises(ValueError, match=r"SyncNetwork: expected 48x64 frames \(see zoo.metrics.sync.prepare_video\), "
+                                         r"got \(32, 32\)"):
+        net.forward_lip(torch.zeros(1, 3, 5, 32, 32))
+    frames = np.zeros((10, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="all audio tracks must have the same length"):
+        sync_expert.scores_for_audios(net, frames, [np.zeros(6400, np.float32), np.zeros(6000, np.float32)])

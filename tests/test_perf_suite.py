@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from zoo.errors import ConfigError
+
 from conftest import clean_subprocess_env
+from helpers import one_line_error
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 NAMES = {"data_pipeline", "metric_speed", "training_throughput", "lsp_streaming"}
@@ -157,3 +160,11 @@ def test_training_throughput_subset_keeps_the_other_rows(tmp_path):
     assert kept == [row("lsp.apc", 1.2, measured_at="T-1")]                          # syncnet is re-measured
     assert module.kept_rows(out, [row("lsp.renderer", 2.0)]) == [row("syncnet", 5.0, measured_at="T0"),
                                                                   row("lsp.apc", 1.2, measured_at="T-1")]
+
+
+def test_zoo_bench_perf_outside_a_clone_is_one_line(tmp_path, monkeypatch):
+    import zoo.bench
+
+    monkeypatch.setattr(zoo.bench, "__file__", str(tmp_path / "site-packages" / "zoo" / "bench" / "__init__.py"))
+    one_line_error(lambda: zoo.bench.run_perf(["--quick"]), "the performance suite is not in this installation (",
+                   "benchmarks/perf.py); run it from a clone", error=ConfigError)

@@ -90,6 +90,11 @@ def test_single_sample_pushes_and_latency(fps):
         assert abs(centre - (j + 0.5) * recipe.step) <= 1.5  # the window is centred on its half video frame
 
 
+def test_a_frame_rate_too_high_for_the_sample_rate():
+    with pytest.raises(ValueError, match="fps 10000 is too high for 16000 Hz: less than 2 samples per video frame"):
+        StreamingLogMel(16000, 10000.0)
+
+
 @pytest.mark.parametrize("fps", [25, 60, 29.97])
 def test_row_counts_for_any_length(fps):
     audio = _audio("random", 6000, seed=4)
