@@ -108,6 +108,8 @@ def test_discriminator_layout_and_norms():
     assert len(plain(torch.randn(1, 3, 32, 32), return_features=True)) == 5
     with pytest.raises(ValueError, match="'group'"):
         NLayerDiscriminator(3, norm="group")
+    with pytest.raises(ValueError, match="n_layers must be >= 1, got 0"):
+        NLayerDiscriminator(3, n_layers=0)
 
 
 def test_multiscale_rejects_too_small_input():
@@ -115,6 +117,8 @@ def test_multiscale_rejects_too_small_input():
     assert disc.min_input_size == 16
     with pytest.raises(ValueError, match="8x12"):
         disc(torch.randn(1, 3, 8, 12))
+    with pytest.raises(ValueError, match=r"expects \[B, C, H, W\] input, got shape \(3, 16, 16\)"):
+        disc(torch.randn(3, 16, 16))
     assert len(disc(torch.randn(1, 3, 16, 16))) == 2        # the smallest accepted size works
     three = MultiscaleDiscriminator(3, ndf=8, num_scales=3)
     assert all(h > 0 and w > 0 for h, w in three.patch_sizes(64, 64))
@@ -285,6 +289,8 @@ def test_vgg_loss_explicit_state_dict(vgg_state_dict):
                                                                 (512, 4, 4), (512, 2, 2)]
     with pytest.raises(ValueError, match="16x16"):
         loss(real[..., :8, :8], real[..., :8, :8])
+    with pytest.raises(ValueError, match=r"same shape \[B, 3, H, W\], got \(2, 3, 32, 32\) and \(2, 3, 16, 16\)"):
+        loss(real, real[..., :16, :16])
 
 
 def test_vgg_style_term_and_layer_weights(vgg_state_dict):
@@ -299,6 +305,8 @@ def test_vgg_style_term_and_layer_weights(vgg_state_dict):
     assert len(shallow.extract(a)) == 1                        # stops after relu1_1
     with pytest.raises(ValueError, match="5 values"):
         VGG19PerceptualLoss.from_state_dict(vgg_state_dict, layer_weights=(1, 1))
+    with pytest.raises(ValueError, match="style_weight must be >= 0, got -1"):
+        VGG19PerceptualLoss.from_state_dict(vgg_state_dict, style_weight=-1.0)
 
 
 def test_vgg_stays_out_of_owner_state_dict(vgg_state_dict):

@@ -150,3 +150,11 @@ def test_identity_similarity_metric_with_arcface():
     owner = torch.nn.Module()
     owner.csim = metric
     assert list(owner.parameters()) == [] and not any(k.startswith("csim.net") for k in owner.state_dict())
+
+
+def test_align_faces_refuses_missing_landmarks():
+    images, landmarks = _faces()
+    landmarks = np.array(landmarks, dtype=np.float64)
+    landmarks[1] = np.nan                                   # a frame where the detector found no face
+    one_line_error(lambda: align_faces(images, landmarks),
+                   "align_faces: landmarks contain NaN/inf (frames without a detected face)")

@@ -184,3 +184,13 @@ def test_build_lpips_loads_torchvision_trunk(tmp_path, lpips_net):
     torch.save(incomplete, path)
     with pytest.raises(KeyError, match="features.3.weight"):
         build_lpips(path)
+
+
+def test_bad_inputs_name_their_shapes(lpips_net):
+    with pytest.raises(ValueError, match=r"ssim expects \[\.\.\., C, H, W\], got shape \(8, 8\)"):
+        F.ssim(torch.zeros(8, 8), torch.zeros(8, 8), "wang", 1.0)
+    with pytest.raises(ValueError, match=r"lpips expects two \[N, 3, H, W\] batches, got \(1, 3, 32, 32\) and "
+                                         r"\(1, 3, 16, 16\)"):
+        F.lpips(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 16, 16), lpips_net)
+    with pytest.raises(TypeError, match="net must be an nn.Module .*got str"):
+        LPIPS("alex")

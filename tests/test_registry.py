@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 import torch
 
-from zoo.model import ZooModule
+from zoo.model import GeneratedClip, ZooModule
 from zoo.pipeline import is_staged
-from zoo.registry import create_model, get_entry, list_models
+from zoo.registry import create_model, get_entry, list_models, register_model
 from helpers import assert_ranges_name_fields_and_hold_defaults, optimise
 
 
@@ -58,3 +58,31 @@ def test_apc_learns_to_predict_ahead():
     first = model._loss(mel).item()
     optimise(lambda: model._loss(mel), model.parameters(), steps=60, lr=1e-2)
     assert model._loss(mel).item() < 0.3 * first
+
+
+def test_a_generated_clip_checks_its_frames():
+    with pytest.raises(ValueError, match=r"GeneratedClip.frames must be \[B, T, 3, H, W\], got \(2, 3, 8, 8\)"):
+        GeneratedClip(frames=torch.zeros(2, 3, 8, 8))
+
+
+def test_a_module_without_a_step_says_so():
+    class NoStep(ZooModule):
+        pass
+
+    with pytest.raises(NotImplementedError, match="NoStep implements neither step\\(\\) nor its \\*_step methods"):
+        NoStep().training_step({}, 0)
+
+
+def test_register_model_checks_its_arguments():
+    with pytest.raises(TypeError, match="register_model\\('x'\\): config must be a dataclass, got <class 'dict'>"):
+        register_model("x", config=dict)
+
+    @dataclasses.dataclass
+    class Config:
+        width: int = 1
+
+    with pytest.raises(TypeError, match="annotate the builder's return type with the module class"):
+        @register_model("test.unannotated", config=Config)
+        def build(cfg):
+            return ZooModule()
+    assert "test.unannotated" not in list_models()

@@ -176,3 +176,8 @@ def test_real_syncnet_smoke():
     video, audio = _clip(frames=30, size=96)
     score = sync_scores(video, audio, net)
     assert -15 <= score.offset <= 15 and np.isfinite(score.lse_d) and score.lse_c >= 0
+
+
+def test_offset_distances_need_two_matching_feature_tensors():
+    with pytest.raises(ValueError, match=r"expected two \[N, D\] feature tensors, got \(4, 8\) and \(5, 8\)"):
+        mean_offset_distances(torch.zeros(4, 8), torch.zeros(5, 8))
