@@ -14,6 +14,8 @@ from zoo.errors import DataError
 from zoo.evaluators.kit import default_kit_dir
 from zoo.synth import SynthConfig, build_corpus, clip_plan, config_hash, default_root
 
+from helpers import one_line_error
+
 # The config of the shared `tiny_corpus` test fixture.
 TINY = SynthConfig(seed=0, identities=2, unseen_identities=1, styles=2, intensities=2, clips_per_identity=4,
                    seconds=2.0, size=64)
@@ -111,14 +113,16 @@ def test_rebuild_is_cached_and_interrupted_builds_never_look_complete(tmp_path, 
     assert open_dataset(root).version == config_hash(cfg2) and len(calls) == 3
 
 
-def test_refuses_to_overwrite_other_datasets(tmp_path):
+@pytest.mark.parametrize("header, name", [('{"name": "vox", "version": "x"}', "'vox'"), ("[1]", "None"),
+                                          ("{oops", "None")])
+def test_refuses_to_overwrite_other_datasets(tmp_path, header, name):
     root = tmp_path / "real"
     root.mkdir()
-    (root / "dataset.json").write_text('{"name": "vox", "version": "x"}')
-    with pytest.raises(DataError):
-        build_corpus(SynthConfig(identities=1, unseen_identities=0, clips_per_identity=3, seconds=1.0, size=64),
-                     root, progress=False)
-    assert (root / "dataset.json").read_text().startswith('{"name": "vox"')
+    (root / "dataset.json").write_text(header)
+    one_line_error(lambda: build_corpus(SynthConfig(identities=1, unseen_identities=0, clips_per_identity=3,
+                                                    seconds=1.0, size=64), root, progress=False),
+                   f"{root} holds another dataset ({name}); refusing to overwrite it with the synthetic corpus")
+    assert (root / "dataset.json").read_text() == header
 
 
 def test_default_root_is_keyed_by_config(monkeypatch, tmp_path):

@@ -168,6 +168,8 @@ def _existing_version(root: Path) -> str | None:
         header = json.loads(path.read_text())
     except (OSError, ValueError):
         header = {}
+    if not isinstance(header, dict):   # valid JSON but not a dataset header: refuse it like any other dataset
+        header = {}
     if header.get("name") != DATASET_NAME:
         raise DataError(f"{root} holds another dataset ({header.get('name')!r}); refusing to overwrite it with the "
                         f"synthetic corpus")
