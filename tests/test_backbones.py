@@ -158,20 +158,36 @@ def test_arcface_depths_and_forward():
 
 
 # --- FID Inception ------------------------------------------------------------------------------------------------
-def test_fid_inception_matches_pytorch_fid(monkeypatch):
+@pytest.fixture(scope="module")
+def fid_inception_state() -> dict[str, torch.Tensor]:
+    from zoo.metrics.backbones.inception import fid_inception_layout_module
+
+    return random_state_dict(fid_inception_layout_module(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def fid_inception(fid_inception_state):
+    """Built once per module: building the network takes over a second."""
     from pytorch_fid import inception as pfi
 
-    from zoo.metrics.backbones.inception import FIDInception, fid_inception_layout_module
-
-    layout_module = fid_inception_layout_module()
-    layout = state_dict_layout(layout_module)
-    assert len(layout) == 566
-    assert layout["Conv2d_1a_3x3.conv.weight"] == (32, 3, 3, 3) and layout["fc.weight"] == (1008, 2048)
-    state = random_state_dict(layout_module, seed=0)
+    from zoo.metrics.backbones.inception import FIDInception
 
     loader = pfi.load_state_dict_from_url
-    ours = FIDInception(state)
-    assert pfi.load_state_dict_from_url is loader and not ours.training          # the loader swap is undone
+    ours = FIDInception(fid_inception_state)
+    assert pfi.load_state_dict_from_url is loader                                   # the loader swap is undone
+    return ours
+
+
+def test_fid_inception_matches_pytorch_fid(monkeypatch, fid_inception_state, fid_inception):
+    from pytorch_fid import inception as pfi
+
+    from zoo.metrics.backbones.inception import fid_inception_layout_module
+
+    layout = state_dict_layout(fid_inception_layout_module())
+    assert len(layout) == 566
+    assert layout["Conv2d_1a_3x3.conv.weight"] == (32, 3, 3, 3) and layout["fc.weight"] == (1008, 2048)
+    state, ours = fid_inception_state, fid_inception
+    assert not ours.training
     # The reference: pytorch-fid's own InceptionV3([3]) fed the same dict through its (patched) URL loader.
     monkeypatch.setattr(pfi, "load_state_dict_from_url", lambda *a, **k: state)
     reference = pfi.InceptionV3([3]).eval()
@@ -189,6 +205,12 @@ def test_fid_inception_rejects_other_layouts():
 
     with pytest.raises(WeightsError, match="FID Inception state dict does not match.*missing keys"):
         FIDInception({"fc.weight": torch.zeros(1008, 2048)})
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (2, 1, 32, 32), (2, 32, 32, 3)])  # no batch dim, grey, channels-last
+def test_fid_inception_rejects_images_not_n_3_h_w(fid_inception, shape):
+    one_line_error(lambda: fid_inception(torch.zeros(shape, dtype=torch.uint8)),
+                   f"FID Inception: expected images [N, 3, H, W], got shape {shape}")
 
 
 # --- FAN landmarks ------------------------------------------------------------------------------------------------

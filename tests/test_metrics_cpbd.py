@@ -13,6 +13,8 @@ from skimage.filters import gaussian
 
 from zoo.metrics.cpbd import cpbd, import_reference_cpbd
 
+from helpers import one_line_error
+
 
 @pytest.fixture(scope="module")
 def reference():
@@ -86,8 +88,13 @@ def test_cpbd_batched_and_torch_input(reference):
     np.testing.assert_allclose(batch.flatten().numpy(), expected, rtol=0, atol=1e-12)
 
 
-def test_cpbd_rejects_float_and_tiny_input():
+def test_cpbd_rejects_float_input():
     with pytest.raises(TypeError, match="uint8"):
         cpbd(IMAGES["flat"].astype(np.float64) / 255)                              # the [0, 1] pitfall
-    with pytest.raises(ValueError):
-        cpbd(np.zeros((2, 64), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(64,), (2, 64), (64, 2), (4, 2, 2)])          # 1-D, H < 3, W < 3, batch of 2x2
+def test_cpbd_rejects_images_without_two_dims_of_at_least_3(shape):
+    one_line_error(lambda: cpbd(np.zeros(shape, dtype=np.uint8)),
+                   f"cpbd expects [..., H, W] with H, W >= 3, got shape {shape}", error=ValueError)
+    one_line_error(lambda: cpbd(torch.zeros(shape, dtype=torch.uint8)), f"got shape {shape}", error=ValueError)

@@ -10,6 +10,8 @@ from torch import nn
 
 from zoo.metrics.fid import FrechetDistance, feature_statistics, frechet_distance
 
+from helpers import one_line_error
+
 # pytorch-fid 0.3.0 calls sqrtm(..., disp=False), deprecated in SciPy 1.16; singular products warn.
 pytestmark = [pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning"),
@@ -139,3 +141,12 @@ def test_metric_keeps_extractor_frozen_and_validates():
     metric.update(torch.rand(3, 3, 8, 8), real=False)
     with pytest.raises(RuntimeError, match="at least 2 real"):
         metric.compute()
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"feature_extractor": lambda images: images}, "feature_extractor must be an nn.Module, got function"),
+    ({"feature_extractor": "inception"}, "feature_extractor must be an nn.Module, got str"),
+    ({"feature_extractor": nn.Identity(), "reset_real_features": 0}, "reset_real_features must be a bool, got 0"),
+])
+def test_metric_rejects_bad_constructor_arguments(kwargs, fragment):
+    one_line_error(lambda: FrechetDistance(num_features=16, **kwargs), fragment, error=TypeError)

@@ -110,7 +110,7 @@ class FrechetDistance(Metric):
         if not isinstance(feature_extractor, nn.Module):
             raise TypeError(f"feature_extractor must be an nn.Module, got {type(feature_extractor).__name__}")
         if not isinstance(reset_real_features, bool):
-            raise TypeError("reset_real_features must be a bool")
+            raise TypeError(f"reset_real_features must be a bool, got {reset_real_features!r}")
         self.feature_extractor = feature_extractor.eval()
         self.num_features = num_features
         self.reset_real_features = reset_real_features
