@@ -27,7 +27,10 @@ reading of the ground-truth frames): their mean offset per lip point (a blurred 
 of the lips' motion it reads back. ``rendered_m_lmd`` closes the loop: the suite's M-LMD of LSP's renderer driven by
 the ground-truth landmarks, by LSP's mouths under the true poses and by the audio-only floor's landmarks, each
 with its ratio to ``static``'s, i.e. the M-LMD bar a perfect head-pose model, and then a perfect phoneme reader,
-would reach with this renderer.
+would reach with this renderer. ``static_other_clip`` is the ``static`` row with its frame taken from another of the
+person's test clips (the next one, its middle frame as ``static`` takes it): a still of the person that does not
+know the scored clip's style, as LSP does not; its M-LMD through the suite and on the landmarks, and LSP's ratio
+to it.
 
 ``key=value`` overrides go to every run (e.g. ``data=folder data.root=...``). Writes the JSON atomically.
 """
@@ -47,9 +50,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lsp.model import LSP  # noqa: E402
+from lsp.person import person_clip_ids  # noqa: E402
 from zoo.harness import build_datamodule, build_metric_suite, execute, prepare  # noqa: E402
 from zoo.io.atomic import write_json  # noqa: E402
 from zoo.metrics.functional import centred_points, lmd, psnr  # noqa: E402
+from zoo.data.dataset import eval_ref_indices  # noqa: E402
 from zoo.model import frames_to_float, to_uint8_hwc  # noqa: E402
 from zoo.predict import resolve_checkpoint  # noqa: E402
 from zoo.synth.config import coerce, config_hash  # noqa: E402
@@ -93,6 +98,20 @@ def audio_only_landmarks(dataset, clip_id: str) -> torch.Tensor | None:
     clip = generate_clip(cfg, meta["identity"], meta["style"], meta["intensity"], meta["clip_seed"], render=False,
                          expression_style=without_style(get_style(meta["style"])))
     return torch.from_numpy(clip["landmarks2d"])
+
+
+def other_clip_stills(dataset, clip_ids: Sequence[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """For each clip, the still of the next clip in ``clip_ids`` (cyclic): its middle frame, the one the ``static``
+    row takes, as (uint8 [3, H, W], landmarks2d float [68, 2]). Empty when there are fewer than 2 clips."""
+    if len(clip_ids) < 2:
+        return {}
+    stills = {}
+    for clip_id, other_id in zip(clip_ids, [*clip_ids[1:], clip_ids[0]]):
+        other = dataset.clip(other_id)
+        (index,) = eval_ref_indices(other.num_frames, 1)
+        frame = torch.from_numpy(other.read_frames(int(index), int(index) + 1)[0]).permute(2, 0, 1)
+        stills[clip_id] = (frame, torch.tensor(other.track("landmarks2d")[index], dtype=torch.float32))
+    return stills
 
 
 def metric_key(scores: dict, metric: str) -> str:
@@ -141,7 +160,10 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
     suite = build_metric_suite(run.cfg, datamodule)
     generated_std, true_std, psnrs, windows, read_truth, read_rendered = [], [], [], [], [], []
     landmark_lmd = {"lsp": [], "lsp_true_pose": [], "lsp_true_pose_offset_removed": [], "static": [],
-                    "audio_only_floor": [], "detector_on_gt_frames": []}
+                    "static_other_clip": [], "audio_only_floor": [], "detector_on_gt_frames": []}
+    other_stills = other_clip_stills(datamodule.dataset,
+                                     person_clip_ids(datamodule.dataset, datamodule.cfg.test_split, identity))
+    other_scores: list[dict] = []
     audio_only: dict[str, torch.Tensor | None] = {}
     rendered_scores: dict[str, list[dict]] = {"gt_landmarks": [], "lsp_true_pose": [], "audio_only_floor": []}
     for batch in datamodule.test_dataloader():
@@ -156,6 +178,12 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
         landmark_lmd["lsp_true_pose_offset_removed"].append(offset_removed_lmd(true_pose, truth))
         static = batch["ref_landmarks2d"][:, :1].double().expand_as(truth)     # the static row's frame
         landmark_lmd["static"].append(lmd(static, truth, "mouth"))
+        if other_stills:
+            stills = [other_stills[c] for c in batch["clip_id"]]
+            still_marks = torch.stack([m for _, m in stills]).double()[:, None].expand_as(truth)
+            landmark_lmd["static_other_clip"].append(lmd(still_marks, truth, "mouth"))
+            still_frames = frames_to_float(torch.stack([f for f, _ in stills]))[:, None].expand(-1, t, -1, -1, -1)
+            other_scores += suite.score(batch, still_frames)
         floors = []
         for i, (clip_id, start) in enumerate(zip(batch["clip_id"], batch["start"].tolist())):
             if clip_id not in audio_only:
@@ -182,6 +210,7 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
     landmark_means = {name: float(torch.cat(v).mean()) if v else None for name, v in landmark_lmd.items()}
     suite_means = {name: {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]} if scores else None
                    for name, scores in rendered_scores.items()}
+    other_m_lmd = (sum(s[metric_key(s, "M-LMD")] for s in other_scores) / len(other_scores)) if other_scores else None
     return {"windows": windows, "window_seconds": run.cfg.data.window_seconds,
             "pose_std": {"generated": generated.tolist(), "ground_truth": truth.tolist(), "ratio": ratio.tolist(),
                          "mean_ratio": float(ratio.mean()), "dimensions": ["rx", "ry", "rz", "tx", "ty", "tz"]},
@@ -192,7 +221,8 @@ def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Seque
             "renderer_gt_landmarks": suite_means["gt_landmarks"],
             "renderer_lips_read": lips_read(torch.cat(read_rendered), torch.cat(read_truth)),
             "rendered_m_lmd": {name: None if means is None else means[metric_key(means, "M-LMD")]
-                               for name, means in suite_means.items()}}
+                               for name, means in suite_means.items()},
+            "static_other_clip_m_lmd": other_m_lmd}
 
 
 def bar(value: float, threshold: str, passed: bool, **detail) -> dict:
@@ -233,6 +263,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     }
     rendered_ratios = {name: None if v is None else v / agg["static"][m_lmd]
                        for name, v in own["rendered_m_lmd"].items()}
+    other = own["static_other_clip_m_lmd"]
+    marks = own["landmark_m_lmd"]
+    static_other_clip = None if other is None else {
+        "m_lmd": other, "lsp_ratio": agg["lsp"][m_lmd] / other, "landmark_m_lmd": marks["static_other_clip"],
+        "landmark_lsp_ratio": marks["lsp"] / marks["static_other_clip"],
+        "what": "static with its frame from another of the person's test clips (not the scored one)"}
     result = {"benchmark": "lsp_quality", "checkpoint": str(ckpt), "identity": identity,
               "dataset": results["lsp"]["dataset"], "num_windows": len(own["windows"]),
               "window_seconds": own["window_seconds"],
@@ -242,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                             "renderer_lips_read": own["renderer_lips_read"],
                             "rendered_m_lmd": {
                                 **own["rendered_m_lmd"], "ratio_to_static": rendered_ratios,
-                                "unit": "the suite's M-LMD of LSP's renderer driven by these landmarks"}},
+                                "unit": "the suite's M-LMD of LSP's renderer driven by these landmarks"},
+                            "static_other_clip": static_other_clip},
               "aggregate": agg, "metric_variants": results["lsp"]["metrics"],
               "environment": {"torch": torch.__version__, "platform": platform.platform()},
               "seconds": round(time.time() - started, 1)}
@@ -250,7 +287,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     write_json(args.out, result)
     for name, b in bars.items():
         print(f"{name:32s} {b['value']:>9.4f}  (bar {b['threshold']}): {'pass' if b['pass'] else 'FAIL'}")
-    marks = own["landmark_m_lmd"]
     floor = "" if marks["audio_only_floor"] is None else f", audio-only floor {marks['audio_only_floor']:.3f}"
     print(f"landmark-level M-LMD: LSP {marks['lsp']:.3f} ({marks['lsp_true_pose']:.3f} under the true poses, "
           f"{marks['lsp_true_pose_offset_removed']:.3f} without each window's constant offset), static "
@@ -261,6 +297,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
           .format(**own["renderer_lips_read"]))
     print("the renderer's M-LMD (its ratio to static's) driven by " + ", ".join(
         f"{name} {v:.3f} ({rendered_ratios[name]:.3f})" for name, v in own["rendered_m_lmd"].items() if v is not None))
+    if static_other_clip is not None:
+        print("static from another of the person's clips: M-LMD {m_lmd:.3f} (LSP's ratio {lsp_ratio:.3f}); on the "
+              "landmarks {landmark_m_lmd:.3f} (LSP's ratio {landmark_lsp_ratio:.3f})".format(**static_other_clip))
     return result
 
 

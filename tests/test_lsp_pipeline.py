@@ -16,6 +16,7 @@ from lsp.model import LSP
 from lsp.stages.renderer import RendererConfig, RendererStage
 from lsp.streaming import LSPStream
 from zoo.cli import main
+from zoo.data import open_dataset
 from zoo.errors import WeightsError
 from zoo.metrics.functional import LANDMARK_REGIONS, lmd
 
@@ -309,7 +310,9 @@ def test_offset_removed_lmd_keeps_only_the_error_in_the_motion(quality_benchmark
 
 def test_quality_benchmark_reports_every_bar(trained, tmp_path, quality_benchmark):
     out = tmp_path / "quality.json"
-    result = quality_benchmark.main(["--run", str(trained), "--out", str(out), *SMALL])
+    # the tiny corpus has one test clip per person: score the 2 training clips, so that `static` can take its
+    # frame from another clip of the person as well
+    result = quality_benchmark.main(["--run", str(trained), "--out", str(out), *SMALL, "data.test_split=train"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert set(result["bars"]) == {"m_lmd_vs_static", "sync_conf_vs_gt", "pose_std_vs_gt",
                                    "renderer_psnr_gt_landmarks_db"}
@@ -334,4 +337,21 @@ def test_quality_benchmark_reports_every_bar(trained, tmp_path, quality_benchmar
     for name in ("gt_landmarks", "lsp_true_pose", "audio_only_floor"):
         assert rendered[name] > 0
         assert rendered["ratio_to_static"][name] == pytest.approx(rendered[name] / bars["m_lmd_vs_static"]["static"])
+    other = result["diagnosis"]["static_other_clip"]
+    assert other["m_lmd"] > 0 and other["landmark_m_lmd"] == marks["static_other_clip"] > 0
+    assert other["lsp_ratio"] == pytest.approx(bars["m_lmd_vs_static"]["lsp"] / other["m_lmd"])
+    assert other["landmark_lsp_ratio"] == pytest.approx(marks["lsp"] / marks["static_other_clip"])
+
+
+def test_static_from_another_clip_takes_the_next_clips_middle_frame(tiny_corpus, quality_benchmark):
+    dataset = open_dataset(tiny_corpus)
+    clips = dataset.clip_ids("train")[:3]
+    stills = quality_benchmark.other_clip_stills(dataset, clips)
+    for clip_id, other_id in zip(clips, [*clips[1:], clips[0]]):
+        other = dataset.clip(other_id)
+        middle = other.num_frames // 2
+        frame, marks = stills[clip_id]
+        assert torch.equal(frame, torch.from_numpy(other.read_frames(middle, middle + 1)[0]).permute(2, 0, 1))
+        assert torch.equal(marks, torch.tensor(other.track("landmarks2d")[middle], dtype=torch.float32))
+    assert quality_benchmark.other_clip_stills(dataset, clips[:1]) == {}
 
