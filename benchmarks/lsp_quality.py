@@ -51,10 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lsp.model import LSP  # noqa: E402
 from lsp.person import person_clip_ids  # noqa: E402
+from zoo.data.dataset import eval_ref_indices  # noqa: E402
 from zoo.harness import build_datamodule, build_metric_suite, execute, prepare  # noqa: E402
 from zoo.io.atomic import write_json  # noqa: E402
 from zoo.metrics.functional import centred_points, lmd, psnr  # noqa: E402
-from zoo.data.dataset import eval_ref_indices  # noqa: E402
 from zoo.model import frames_to_float, to_uint8_hwc  # noqa: E402
 from zoo.predict import resolve_checkpoint  # noqa: E402
 from zoo.synth.config import coerce, config_hash  # noqa: E402

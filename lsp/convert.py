@@ -49,7 +49,7 @@ from lsp.networks.audio2mouth import Audio2Mouth
 from lsp.networks.headpose import Audio2Headpose
 from lsp.networks.renderer import Feature2FaceGenerator
 from zoo.errors import WeightsError
-from zoo.weights import sha256_of
+from zoo.weights import WeightFile, verify
 
 __all__ = ["OFFICIAL_FILES", "convert_official", "detect_renderer_config", "load_official_into",
            "official_layout_shapes", "official_layout_state_dict"]
@@ -59,6 +59,7 @@ Shapes = dict[str, tuple[int, ...]]
 
 OFFICIAL_FILES = {"apc": "APC_epoch_160.model", "mouth": "Audio2Feature.pkl", "headpose": "Audio2Headpose.pkl",
                   "renderer": "Feature2Face.pkl"}
+OFFICIAL_SOURCE = "the LiveSpeechPortraits release (YuanxunLu/LiveSpeechPortraits, Google Drive data)"
 # Prefixes the official files carry on every key (see the module docstring).
 _FILE_PREFIX = {"apc": "", "mouth": "module.", "headpose": "module.", "renderer": "module.netG."}
 _SHOWN = 3  # offending keys named in an error message
@@ -214,9 +215,8 @@ def _load(path: PathLike, component: str, sha256: Optional[str] = None) -> tuple
     if not path.is_file():
         raise WeightsError(f"{label} not found (expected the official {OFFICIAL_FILES[component]})")
     if sha256 is not None:
-        digest = sha256_of(path)
-        if digest != sha256.strip().lower():
-            raise WeightsError(f"{label} has sha256 {digest}, expected {sha256}: it is corrupt or a different file")
+        verify(path, WeightFile(name=f"official LSP {component}", filename=OFFICIAL_FILES[component],
+                                sha256=sha256.strip(), source=OFFICIAL_SOURCE, used_by="lsp.convert"))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError) as exc:

@@ -26,8 +26,8 @@ import torch
 
 from zoo.errors import WeightsError
 
-__all__ = ["WeightFile", "WEIGHTS", "register", "get_weights_dir", "resolve", "load_state_dict", "sha256_of",
-           "weights_status", "format_weights_table"]
+__all__ = ["WeightFile", "WEIGHTS", "register", "get_weights_dir", "resolve", "verify", "load_state_dict",
+           "sha256_of", "weights_status", "format_weights_table"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -177,12 +177,19 @@ def resolve(name: str, weights_dir: Optional[PathLike] = None) -> Path:
         raise WeightsError(f"weights file {entry.filename} ({name}) not found in {directory}: expected sha256 "
                            f"{entry.expected}; get it from {entry.source} and save it as {path} "
                            f"(or point ZOO_WEIGHTS_DIR at the directory that holds it)")
-    if entry.verification != "unverified":
-        digest = sha256_of(path)
-        if not entry.matches(digest):
-            raise WeightsError(f"weights file {path} ({name}) has sha256 {digest}, expected {entry.expected}; "
-                               f"it is corrupt or a different file: get it again from {entry.source}")
+    verify(path, entry)
     return path
+
+
+def verify(path: PathLike, entry: WeightFile) -> None:
+    """Raise a one-line :class:`WeightsError` when the file at ``path`` does not have ``entry``'s hash (no-op for an
+    unverified entry)."""
+    if entry.verification == "unverified":
+        return
+    digest = sha256_of(path)
+    if not entry.matches(digest):
+        raise WeightsError(f"weights file {path} ({entry.name}) has sha256 {digest}, expected {entry.expected}; "
+                           f"it is corrupt or a different file: get it again from {entry.source}")
 
 
 def load_state_dict(name: str, weights_dir: Optional[PathLike] = None) -> dict[str, Any]:
