@@ -53,6 +53,8 @@ def test_predict_writes_every_clip(capsys, tiny_corpus, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--ckpt", "{tmp}/run"], "--audio needs --out OUT.mp4"),
+    (["--ckpt", "{tmp}/run", "--out", "{tmp}/o.avi"],
+     "--out {tmp}/o.avi: the video is written as an mp4 (H.264 and AAC); name it OUT.mp4"),
     (["--ckpt", "{tmp}/run", "--out", "{tmp}/o.mp4", "model.mouth_amplitude=2"],
      "--audio prediction takes no config overrides (got model.mouth_amplitude=2); the model's config comes from its "
      "checkpoint"),

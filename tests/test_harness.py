@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import av
 import pytest
@@ -70,6 +71,23 @@ def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_pa
 
     code, err = zoo(capsys, "test", "--model", "lsp.apc", *SMOKE, runs, "logger=none", "model.hidden_size=32")
     assert code == 0, err
+
+
+def test_fit_output_keeps_lightning_info_without_its_litlogger_tip(capsys, tiny_corpus, runs):
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    lightning = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    lightning.addHandler(handler)
+    try:
+        code, err = zoo(capsys, "fit", "--model", "lsp.apc", *SMOKE, runs, "logger=none", "model.hidden_size=32",
+                        "trainer=cpu")
+    finally:
+        lightning.removeHandler(handler)
+    assert code == 0, err
+    messages = [record.getMessage() for record in seen]
+    assert any(m.startswith("GPU available") for m in messages), messages
+    assert not any("litlogger" in m for m in messages), messages
 
 
 def test_last_checkpoint_is_the_last_epoch_when_the_best_is_earlier(capsys, tiny_corpus, runs, tmp_path):

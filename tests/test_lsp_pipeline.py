@@ -211,9 +211,17 @@ def test_seed_and_pose_file(trained, model, speech, tmp_path, capsys):
     poses[:, 1] = torch.linspace(-0.1, 0.1, len(poses))
     driven = model.predict_audio(audio, poses=poses)
     assert torch.allclose(driven.pose[3:-3], poses[3:-3], atol=1e-5)   # smoothing only touches the ends
+    held = model.predict_audio(audio, poses=poses[:5])          # a short pose file holds its last pose
+    assert torch.allclose(held.pose[8:], poses[4].expand(len(held.pose) - 8, 6), atol=1e-5)
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((4, 5)))
     common = ["predict", "--model", "lsp", "--audio", str(speech[0]), "--out", str(tmp_path / "o.mp4")]
+    short = tmp_path / "short.npy"
+    np.save(short, poses[:5].numpy())
+    assert main([*common, "--ckpt", str(trained), "--pose", str(short)]) == 0
+    assert f"warning: --pose {short} has 5 poses for {len(a.pose)} frames of audio: its last pose is held" \
+        in capsys.readouterr().err
+    (tmp_path / "o.mp4").unlink()
     assert main([*common, "--ckpt", str(trained), "--pose", str(bad)]) == 2
     assert "expected finite head poses of shape (T, 6), got (4, 5)" in capsys.readouterr().err
     assert main([*common, "--ckpt", str(tmp_path)]) == 2

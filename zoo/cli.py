@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                                                           "test split (with --out)")
             p.add_argument("--out", default=None, help="mp4 to write for --audio (with the audio muxed in)")
             p.add_argument("--seed", type=int, default=0, help="seed of sampled motion for --audio")
-            p.add_argument("--pose", default=None, help=".npy of head poses [T, 6] to use instead of sampled ones")
+            p.add_argument("--pose", default=None, help=".npy of head poses [T, 6], one per video frame, to use "
+                           "instead of sampled ones (a shorter file holds its last pose)")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. trainer=cpu trainer.max_epochs=3 data.batch_size=4")

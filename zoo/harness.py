@@ -5,6 +5,7 @@ One run directory per run, ``<runs_dir>/<model>/<name>/``, holding ``config.yaml
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -248,7 +249,14 @@ def _metadata(cfg: DictConfig) -> dict:
     return {"model": cfg.run.model, "run": cfg.run.name, "seed": cfg.run.seed, "zoo_version": __version__}
 
 
+def _without_litlogger_tip(record: logging.LogRecord) -> bool:
+    """Lightning advertises its cloud logger at every Trainer that lacks it (once per LSP stage); the zoo's output
+    stays about the run."""
+    return "litlogger" not in record.getMessage()
+
+
 def build_trainer(run: Run, logger, kit: Optional[Path] = None) -> pl.Trainer:
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_without_litlogger_tip)  # added once
     cfg = run.cfg
     t = cfg.trainer
     plugins = []

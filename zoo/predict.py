@@ -6,6 +6,7 @@ Models that support it implement ``load(path)`` (a classmethod building the mode
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -56,6 +57,8 @@ def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Op
 
     if out is None:
         raise ConfigError("--audio needs --out OUT.mp4")
+    if Path(out).suffix.lower() != ".mp4":
+        raise ConfigError(f"--out {out}: the video is written as an mp4 (H.264 and AAC); name it OUT.mp4")
     if overrides:
         raise ConfigError(f"--audio prediction takes no config overrides (got {' '.join(overrides)}); the model's "
                           f"config comes from its checkpoint")
@@ -69,6 +72,11 @@ def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Op
     audio = load_audio(audio_path, net.sample_rate)
     result = net.predict_audio(audio, seed=seed, poses=poses, progress=True)
     frames = to_uint8_hwc(result.frames)
+    if poses is not None and len(poses) != len(frames):
+        # a pose file of another length is usually a different frame rate or clip: say so rather than fail
+        use = "its last pose is held for the rest" if len(poses) < len(frames) else "the rest are unused"
+        print(f"warning: --pose {pose_path} has {len(poses)} poses for {len(frames)} frames of audio: {use}",
+              file=sys.stderr)
     write_video(out, frames, fps=net.fps, audio=audio, sample_rate=net.sample_rate)
     print(f"wrote {out}: {len(frames)} frames at {net.fps:g} fps with {len(audio) / net.sample_rate:.2f} s of audio")
     return Path(out)
