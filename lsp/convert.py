@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -49,7 +48,7 @@ from lsp.networks.audio2mouth import Audio2Mouth
 from lsp.networks.headpose import Audio2Headpose
 from lsp.networks.renderer import Feature2FaceGenerator
 from zoo.errors import WeightsError
-from zoo.weights import WeightFile, verify
+from zoo.weights import WeightFile, load_torch_file, verify
 
 __all__ = ["OFFICIAL_FILES", "convert_official", "detect_renderer_config", "load_official_into",
            "official_layout_shapes", "official_layout_state_dict"]
@@ -217,12 +216,7 @@ def _load(path: PathLike, component: str, sha256: Optional[str] = None) -> tuple
     if sha256 is not None:
         verify(path, WeightFile(name=f"official LSP {component}", filename=OFFICIAL_FILES[component],
                                 sha256=sha256.strip(), source=OFFICIAL_SOURCE, used_by="lsp.convert"))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError) as exc:
-        # weights_only refusals, broken zips, truncated or foreign files: unusable either way
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot load {label} with weights_only=True: {first}") from None
+    obj = load_torch_file(path, label)
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{label} is not a state dict (got {type(obj).__name__})")
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]

@@ -91,7 +91,8 @@ class LSPEngine:
         model: the assembled LSP (eval mode).
         fps: video frame rate (2 mel rows per frame).
         seed: seed of the head-motion sampler.
-        poses: optional float [T, 6] head poses to use instead of sampling (the last one holds past its end).
+        poses: optional float [T, 6] head poses to use as given instead of sampling (the last one holds past its
+            end).
     """
 
     def __init__(self, model: LSP, fps: float, seed: int = 0, poses: Optional[torch.Tensor] = None):
@@ -110,7 +111,8 @@ class LSPEngine:
         self.mouth_state = None
         self.mouth_fed = 0                                    # LSTM inputs consumed (pairs + end padding)
         self.mouth = _Smoother(cfg.mouth_smooth_sigma)
-        self.pose = _Smoother(cfg.pose_smooth_sigma)
+        # supplied poses are used as given: no smoothing and no audio look-ahead before they are emitted
+        self.pose = _Smoother(cfg.pose_smooth_sigma if poses is None else 0.0)
         self.sampler: Optional[HeadposeSampler] = None
         self.previous_state = torch.zeros(1, model.headpose.state_dim, device=self.device)
         self.pose_count = 0
@@ -192,7 +194,7 @@ class LSPEngine:
         self.mouth_fed = total
 
     def _run_pose(self) -> None:
-        limit = self.num_pairs if self.finished else self.num_pairs - self.pose_ahead
+        limit = self.num_pairs if self.finished or self.poses is not None else self.num_pairs - self.pose_ahead
         while self.pose_count < limit:
             t = self.pose_count
             if self.poses is not None:

@@ -17,7 +17,7 @@ from lsp.inference import EngineOutput, LSPEngine
 from lsp.networks.audio2mouth import Audio2Mouth
 from lsp.networks.headpose import Audio2Headpose
 from lsp.networks.renderer import Feature2FaceGenerator
-from lsp.person import PersonProfile, person_clip_ids
+from lsp.person import RENDERER_INPUT_CHANNELS, PersonProfile, person_clip_ids
 from lsp.speech import FrozenAPC
 from lsp.stages.apc import APCConfig
 from lsp.stages.headpose import HeadposeConfig
@@ -26,6 +26,7 @@ from lsp.stages.renderer import RendererConfig
 from zoo.data.features import FeatureCache, log_mel
 from zoo.errors import ConfigError, WeightsError
 from zoo.model import GeneratedClip, TalkingHeadModel
+from zoo.weights import load_strict, load_torch_file
 
 
 @dataclass
@@ -68,7 +69,7 @@ class LSP(TalkingHeadModel):
         self.headpose = Audio2Headpose(cfg.apc.hidden_size, residual_layers=hp.residual_layers,
                                        residual_blocks=hp.residual_blocks, dilation_channels=hp.dilation_channels,
                                        residual_channels=hp.residual_channels, skip_channels=hp.skip_channels)
-        self.renderer = Feature2FaceGenerator(13, 3, cfg.renderer.num_downs, cfg.renderer.ngf,
+        self.renderer = Feature2FaceGenerator(RENDERER_INPUT_CHANNELS, 3, cfg.renderer.num_downs, cfg.renderer.ngf,
                                               cfg.renderer.blocks_per_level, cfg.renderer.input_skip)
         self.profile = PersonProfile()
         self.requires_grad_(False)
@@ -162,7 +163,7 @@ class LSP(TalkingHeadModel):
 
         from zoo.config import to_dataclass
 
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = load_torch_file(path, f"LSP checkpoint {path}", map_location)
         not_lsp = f"{path} is not an assembled LSP checkpoint (`zoo fit --model lsp` writes one)"
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
             raise WeightsError(not_lsp)
@@ -172,11 +173,7 @@ class LSP(TalkingHeadModel):
         except OmegaConfBaseException as error:
             raise WeightsError(f"{not_lsp}: {str(error).splitlines()[0]}") from None
         model = cls(cfg)
-        try:
-            model.load_state_dict(checkpoint["state_dict"])
-        except RuntimeError as error:
-            detail = " ".join(str(error).split("\n", 1)[-1].split())[:300]
-            raise WeightsError(f"{path} does not match this version's LSP: {detail}") from None
+        load_strict(model, checkpoint["state_dict"], f"{path} does not match this version's LSP")
         return model.eval()
 
     # ------------------------------------------------------------------------------------------ assembly
@@ -190,7 +187,7 @@ class LSP(TalkingHeadModel):
             stage_cfg.identity = cfg.identity
         if hasattr(stage_cfg, "apc_ckpt"):
             stage_cfg.apc_ckpt = str(checkpoints["apc"])
-            stage_cfg.apc_hidden_size = cfg.apc.hidden_size
+            stage_cfg.apc_hidden_size, stage_cfg.apc_num_layers = cfg.apc.hidden_size, cfg.apc.num_layers
         return stage_cfg
 
     @classmethod
@@ -198,17 +195,22 @@ class LSP(TalkingHeadModel):
     def assemble(cls, cfg: LSPConfig, checkpoints: dict[str, Path], datamodule) -> LSP:
         """One LSP from the stage checkpoints; the APC base is encoded from the person's training audio."""
         model = cls(cfg)
-        states = {key: torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        states = {key: load_torch_file(path, f"stage '{key}' checkpoint {path}").get("state_dict", {})
                   for key, path in checkpoints.items()}
 
         def part(key: str, prefix: str) -> dict:
             return {k[len(prefix):]: v for k, v in states[key].items() if k.startswith(prefix)}
 
-        model.speech.apc.load_state_dict(part("apc", "apc."))
-        model.mouth.load_state_dict(part("mouth", "net."))
-        model.headpose.load_state_dict(part("headpose", "net."))
-        model.renderer.load_state_dict(part("renderer", "generator."))
-        model.profile.load_state_dict(part("renderer", "profile."))
+        def load(module: torch.nn.Module, key: str, prefix: str) -> None:
+            # a finished stage is reused as it is, so a size changed since it trained shows up here
+            load_strict(module, part(key, prefix), f"stage '{key}' ({checkpoints[key]}) does not fit model.{key} "
+                                                   f"as now configured (--force retrains the stages)")
+
+        load(model.speech.apc, "apc", "apc.")
+        load(model.mouth, "mouth", "net.")
+        load(model.headpose, "headpose", "net.")
+        load(model.renderer, "renderer", "generator.")
+        load(model.profile, "renderer", "profile.")
         for key in ("mouth", "headpose"):   # every person stage must have been fitted on the same person
             other = part(key, "profile.")
             if int(other["identity"]) != int(model.profile.identity):

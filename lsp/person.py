@@ -20,7 +20,7 @@ from zoo.data.clip_format import ClipDataset
 from zoo.errors import DataError
 
 EYE_TRACK_FRAMES = 250          # blink replay: the first 10 s (at 25 fps) of the person's training frames
-NUM_CANDIDATES = 4              # LSP's 4 candidate images (13 = 1 + 4 x 3 renderer input channels)
+RENDERER_INPUT_CHANNELS = 13    # the edge map + LSP's 4 candidate images x 3 (see renderer_input)
 
 
 class PersonProfile(nn.Module):
@@ -33,7 +33,8 @@ class PersonProfile(nn.Module):
         state_mean, state_std: [12] statistics of the head state (pose 6 + velocity 6).
         rest_translation: [3] mean head translation; rest_shoulders3d: [18, 3] mean camera-space shoulders.
         intrinsics: [3, 3] camera; candidates: uint8 [4, 3, H, W] candidate frames; apc_base: [M, D] the person's
-        training-audio APC features for manifold projection (empty until :meth:`set_apc_base`); fps, sample_rate: [] of the data.
+        training-audio APC features for manifold projection (empty until :meth:`set_apc_base`); fps, sample_rate:
+        [] of the data.
     """
 
     FIELDS = ("mean_shape", "mouth_scale", "eye_track", "state_mean", "state_std", "rest_translation",

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from lsp.networks.apc import APC
-from zoo.errors import ConfigError, WeightsError
+from zoo.errors import ConfigError
+from zoo.weights import load_strict, load_torch_file
 
 
 class FrozenAPC(nn.Module):
@@ -31,13 +32,10 @@ class FrozenAPC(nn.Module):
                               f"(`zoo fit --model lsp.apc`, or `zoo fit --model lsp` to train every stage)")
         if not Path(path).is_file():
             raise ConfigError(f"APC checkpoint not found: {path} ({owner})")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        weights = {k[len("apc."):]: v for k, v in state.get("state_dict", {}).items() if k.startswith("apc.")}
-        try:
-            self.apc.load_state_dict(weights, strict=True)
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()[0]
-            raise WeightsError(f"{path} is not an lsp.apc checkpoint of this APC size ({owner}): {first}") from None
+        state = load_torch_file(path, f"APC checkpoint {path} ({owner})")
+        state = state.get("state_dict", {}) if isinstance(state, dict) else {}
+        weights = {k[len("apc."):]: v for k, v in state.items() if k.startswith("apc.")}
+        load_strict(self.apc, weights, f"{path} is not an lsp.apc checkpoint of this APC's sizes ({owner})")
 
     @torch.no_grad()
     def forward(self, mel: torch.Tensor, state: Optional[list[torch.Tensor]] = None):

@@ -61,6 +61,8 @@ def test_predict_writes_every_clip(capsys, tiny_corpus, tmp_path):
     (["--out", "{tmp}/o.mp4", "--model", "static"], "model 'static' does not predict from an audio file"),
     (["--out", "{tmp}/o.mp4", "--audio", "{tmp}/absent.wav"], "--audio file not found: {tmp}/absent.wav"),
     (["--out", "{tmp}/o.mp4", "--pose", "{tmp}/speech.wav"], "--pose {tmp}/speech.wav: cannot read a .npy array"),
+    (["--out", "{tmp}/o.mp4", "--pose", "{tmp}/poses.npz"],
+     "--pose {tmp}/poses.npz: expected a .npy array, got a NpzFile"),
     (["--out", "{tmp}/o.mp4", "--ckpt", "{tmp}/run"],
      "--ckpt {tmp}/run: no checkpoints/best*.ckpt or checkpoints/last.ckpt in that run"),
     (["--out", "{tmp}/o.mp4", "--ckpt", "{tmp}/last.ckpt"], "--ckpt checkpoint not found: {tmp}/last.ckpt"),
@@ -72,6 +74,7 @@ def test_predict_from_audio_errors_are_one_line(capsys, tmp_path, monkeypatch, e
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()
     sf.write(tmp_path / "speech.wav", np.zeros(1600, np.float32), 16000)
+    np.savez(tmp_path / "poses.npz", poses=np.zeros((4, 6)))
     argv = ["predict", "--model", "lsp", "--audio", "{tmp}/speech.wav", *extra]
     code = main([a.format(tmp=tmp_path) for a in argv])
     err = capsys.readouterr().err

@@ -72,6 +72,14 @@ def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_pa
     code, err = zoo(capsys, "test", "--model", "lsp.apc", *SMOKE, runs, "logger=none", "model.hidden_size=32")
     assert code == 0, err
 
+    last = run_dir / "checkpoints" / "last.ckpt"     # a config of other sizes: one line before anything runs
+    for command in (["test", "--ckpt", str(last)], ["fit", "--resume", str(last)]):
+        code, err = zoo(capsys, command[0], "--model", "lsp.apc", *command[1:], *SMOKE, runs, "logger=none",
+                        "model.hidden_size=48")
+        assert code == 2 and err.startswith(f"error: checkpoint {last} does not fit model 'lsp.apc' as configured "
+                                            f"(another model's, or trained with other model.* settings?): size "
+                                            f"mismatch for apc.") and err.count("\n") == 1, err
+
 
 def test_fit_output_keeps_lightning_info_without_its_litlogger_tip(capsys, tiny_corpus, runs):
     seen = []

@@ -24,6 +24,7 @@ from zoo.model import TalkingHeadModel
 from zoo.pipeline import fit_staged, is_staged, split_stage_overrides
 from zoo.registry import get_entry
 from zoo.tracking import build_logger
+from zoo.weights import load_strict, load_torch_file
 
 STAGES = ("fit", "validate", "test", "predict")
 
@@ -113,7 +114,11 @@ def resolve_run(stage: str, cfg: DictConfig, resume: Optional[str], ckpt: Option
         if not path.is_file():
             raise ConfigError(f"--ckpt checkpoint not found: {path}")
     elif trainable:
-        source = _model_root(cfg) / cfg.run.name if cfg.run.name else _latest_run_with(cfg, "*.ckpt")
+        name = cfg.run.name
+        default_name = getattr(get_entry(cfg.run.model).model_class, "default_run_name", None)
+        if not name and default_name and best_checkpoint(_model_root(cfg) / default_name(cfg.model)):
+            name = default_name(cfg.model)     # e.g. LSP's runs/lsp/identity<model.identity>
+        source = _model_root(cfg) / name if name else _latest_run_with(cfg, "*.ckpt")
         path = best_checkpoint(source) if source is not None else None
         if path is None:
             raise ConfigError(f"no checkpoint found for model '{cfg.run.model}' under {_model_root(cfg)}; "
@@ -306,6 +311,10 @@ def execute(run: Run) -> dict:
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     model = entry.builder(to_dataclass(cfg.model, entry.config))
+    if run.ckpt_path:   # Lightning would load it mid-run, with a traceback when the config's sizes differ
+        state = load_torch_file(run.ckpt_path, f"checkpoint {run.ckpt_path}").get("state_dict", {})
+        load_strict(model, state, f"checkpoint {run.ckpt_path} does not fit model '{cfg.run.model}' as configured "
+                                  f"(another model's, or trained with other model.* settings?)")
     if pl.utilities.rank_zero.rank_zero_only.rank == 0:
         save_config(cfg, run.run_dir / "config.yaml")
     kit = None

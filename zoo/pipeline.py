@@ -49,6 +49,11 @@ def split_stage_overrides(model_class: type, overrides: list[str]) -> tuple[list
     """(overrides the staged model's own config takes, stage-only ``<key>.*=...`` ones); ([...], []) otherwise."""
     keys = {key for key, _ in getattr(model_class, "stages", ())}
     own = [o for o in overrides if "." in o.split("=", 1)[0] and o.split(".", 1)[0] in keys]
+    for item in own:    # the stage's model config is rebuilt from the staged model's, which would drop it silently
+        key, rest = item.split(".", 1)
+        if rest.startswith("model."):
+            raise ConfigError(f"{item}: set a stage's model settings as model.{key}.{rest[len('model.'):]} (they "
+                              f"belong to the assembled model's config)")
     return [o for o in overrides if o not in own], own
 
 
@@ -77,9 +82,10 @@ def fit_staged(run, data: str | None, config_file: str | None, overrides: list[s
     for key, stage_model in model_class.stages:
         stage_dir = run.run_dir / key
         done = stage_dir / DONE_FILE
+        # Under DDP every rank decides from `force`, not from files rank 0 may not have deleted yet
         if force and stage_dir.exists() and is_rank_zero_process():
             shutil.rmtree(stage_dir)
-        if done.is_file():
+        if not force and done.is_file():
             checkpoints[key] = finished_checkpoint(done, key)
             print(f"stage {key} ({stage_model}): finished earlier, {checkpoints[key]} (--force retrains)")
             continue
@@ -90,9 +96,10 @@ def fit_staged(run, data: str | None, config_file: str | None, overrides: list[s
         get_entry(stage_model).model_class.configure_data(cfg.data, cfg.model)
         add_model_fields(cfg)
         last = stage_dir / "checkpoints" / "last.ckpt"
+        resume = not force and last.is_file()
         started = time.time()
-        print(f"stage {key} ({stage_model}): {'resuming' if last.is_file() else 'training'} in {stage_dir}")
-        execute(Run("fit", cfg, stage_dir, str(last) if last.is_file() else None))
+        print(f"stage {key} ({stage_model}): {'resuming' if resume else 'training'} in {stage_dir}")
+        execute(Run("fit", cfg, stage_dir, str(last) if resume else None))
         checkpoints[key] = best_checkpoint(stage_dir)
         if checkpoints[key] is None:
             raise ConfigError(f"stage {key}: its run {stage_dir} finished without a checkpoint (did it train? see "

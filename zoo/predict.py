@@ -44,6 +44,8 @@ def load_poses(path: str) -> torch.Tensor:
         poses = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise DataError(f"--pose {path}: cannot read a .npy array ({error})") from None
+    if not isinstance(poses, np.ndarray):    # an .npz archive
+        raise DataError(f"--pose {path}: expected a .npy array, got a {type(poses).__name__}")
     if poses.ndim != 2 or poses.shape[1] != 6 or len(poses) == 0 or not np.isfinite(poses).all():
         raise DataError(f"--pose {path}: expected finite head poses of shape (T, 6), got {poses.shape}")
     return torch.from_numpy(poses.astype(np.float32))

@@ -27,7 +27,7 @@ import torch
 from zoo.errors import WeightsError
 
 __all__ = ["WeightFile", "WEIGHTS", "register", "get_weights_dir", "resolve", "verify", "load_state_dict",
-           "sha256_of", "weights_status", "format_weights_table"]
+           "load_torch_file", "load_strict", "sha256_of", "weights_status", "format_weights_table"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -192,18 +192,33 @@ def verify(path: PathLike, entry: WeightFile) -> None:
                            f"it is corrupt or a different file: get it again from {entry.source}")
 
 
-def load_state_dict(name: str, weights_dir: Optional[PathLike] = None) -> dict[str, Any]:
-    """Verify ``name`` (see :func:`resolve`) and load it with ``torch.load(map_location="cpu", weights_only=True)``.
+def load_torch_file(path: PathLike, what: str, map_location: str = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``; any failure is one :class:`WeightsError` line naming ``what``.
 
     ``weights_only=True`` restricts unpickling to tensors and plain containers, so a tampered file cannot run
-    code. Raises :class:`WeightsError` when the file cannot be loaded that way.
+    code; pickle and zip errors come in many types, and the user only needs to know the file is unusable.
     """
-    path = resolve(name, weights_dir)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors of many types; the user only needs to know the file is unusable
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot load weights file {path} ({name}) with weights_only=True: {first}") from None
+        raise WeightsError(f"cannot load {what} with weights_only=True: {first}") from None
+
+
+def load_strict(module: torch.nn.Module, state_dict: dict[str, Any], what: str) -> None:
+    """``module.load_state_dict(state_dict, strict=True)``; missing, unexpected or mis-shaped keys are one
+    :class:`WeightsError` line, ``"{what}: <the first of them>"``."""
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:   # torch's first line only names the module; the keys follow it
+        detail = " ".join(str(error).split("\n", 1)[-1].split())
+        raise WeightsError(f"{what}: {detail[:300]}{'...' if len(detail) > 300 else ''}") from None
+
+
+def load_state_dict(name: str, weights_dir: Optional[PathLike] = None) -> dict[str, Any]:
+    """Verify ``name`` (see :func:`resolve`) and load it with :func:`load_torch_file`."""
+    path = resolve(name, weights_dir)
+    return load_torch_file(path, f"weights file {path} ({name})")
 
 
 def weights_status(weights_dir: Optional[PathLike] = None) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from zoo.model import ZooModule
 
 @dataclass
 class APCConfig:
-    mel_dim: int = 80
+    mel_dim: int = 80             # the LSP log-mel's bands (zoo.data.features.MEL_BANDS), fixed by the data
     hidden_size: int = 512
     num_layers: int = 3
     prediction_steps: int = 3     # predict the log-mel n frames ahead (LSP: n = 3)
@@ -25,7 +25,7 @@ class APCConfig:
     weight_decay: float = 0.0
 
     bounds: ClassVar[dict[str, str]] = {
-        "mel_dim": "[1, inf)", "hidden_size": "[1, inf)", "num_layers": "[1, inf)", "prediction_steps": "[1, inf)",
+        "mel_dim": "[80, 80]", "hidden_size": "[1, inf)", "num_layers": "[1, inf)", "prediction_steps": "[1, inf)",
         "lr": "(0, inf)", "weight_decay": "[0, inf)"}
 
 

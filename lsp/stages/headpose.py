@@ -49,7 +49,7 @@ class HeadposeStage(AudioDrivenStage):
     monitor = "val/loss"
 
     def __init__(self, cfg: HeadposeConfig):
-        super().__init__(cfg.apc_hidden_size)
+        super().__init__(cfg.apc_hidden_size, cfg.apc_num_layers)
         self.save_hyperparameters(vars(cfg), logger=False)
         self.cfg = cfg
         self.net = Audio2Headpose(cfg.apc_hidden_size, residual_layers=cfg.residual_layers,

@@ -44,7 +44,7 @@ class MouthStage(AudioDrivenStage):
     monitor = "val/loss"
 
     def __init__(self, cfg: MouthConfig):
-        super().__init__(cfg.apc_hidden_size)
+        super().__init__(cfg.apc_hidden_size, cfg.apc_num_layers)
         self.save_hyperparameters(vars(cfg), logger=False)
         self.cfg = cfg
         self.net = Audio2Mouth(cfg.apc_hidden_size, cfg.hidden_size, cfg.num_layers)

@@ -42,22 +42,23 @@ class AudioStageConfig:
 
     identity: int = 0                  # the target person (corpus identity)
     apc_ckpt: Optional[str] = None     # checkpoint of the trained lsp.apc (set by `zoo fit --model lsp`)
-    apc_hidden_size: int = 512
+    apc_hidden_size: int = 512         # the APC's sizes (set from model.apc by `zoo fit --model lsp`)
+    apc_num_layers: int = 3
     lr: float = 1e-3                   # LSP: 1e-4 for 500 epochs; the short default budget needs a larger step
     betas: tuple[float, float] = (0.9, 0.99)
     lr_step_fraction: float = 0.5      # step decay halfway (LSP: epoch 250 of 500), gamma 0.2
     lr_gamma: float = 0.2
 
-    bounds: ClassVar[dict[str, str]] = {"apc_hidden_size": "[1, inf)", "lr": "(0, inf)",
+    bounds: ClassVar[dict[str, str]] = {"apc_hidden_size": "[1, inf)", "apc_num_layers": "[1, inf)", "lr": "(0, inf)",
                                         "lr_step_fraction": "[0, 1]", "lr_gamma": "(0, 1]"}
 
 
 class AudioDrivenStage(PersonStage):
     """A person stage driven by the frozen APC features of ``lsp.apc`` (``model.apc_ckpt``)."""
 
-    def __init__(self, apc_hidden_size: int = 512):
+    def __init__(self, apc_hidden_size: int = 512, apc_num_layers: int = 3):
         super().__init__()
-        self.speech = FrozenAPC(hidden_size=apc_hidden_size)
+        self.speech = FrozenAPC(hidden_size=apc_hidden_size, num_layers=apc_num_layers)
         self._features: dict[tuple[str, int, int], torch.Tensor] = {}
 
     def setup(self, stage: Optional[str] = None) -> None:

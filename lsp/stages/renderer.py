@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lsp.networks.renderer import Feature2FaceGenerator
+from lsp.person import RENDERER_INPUT_CHANNELS
 from lsp.stages.person import PersonStage
 from zoo.errors import ConfigError
 from zoo.metrics.functional import LANDMARK_REGIONS, psnr
@@ -94,8 +95,9 @@ class RendererStage(PersonStage):
         self.save_hyperparameters(vars(cfg), logger=False)
         self.cfg = cfg
         self.automatic_optimization = False
-        self.generator = Feature2FaceGenerator(13, 3, cfg.num_downs, cfg.ngf, cfg.blocks_per_level, cfg.input_skip)
-        self.discriminator = MultiscaleDiscriminator(16, cfg.ndf, cfg.discriminator_layers,
+        self.generator = Feature2FaceGenerator(RENDERER_INPUT_CHANNELS, 3, cfg.num_downs, cfg.ngf,
+                                               cfg.blocks_per_level, cfg.input_skip)
+        self.discriminator = MultiscaleDiscriminator(RENDERER_INPUT_CHANNELS + 3, cfg.ndf, cfg.discriminator_layers,
                                                      cfg.discriminator_scales, norm="batch")
         self.mouth_discriminator = (MultiscaleDiscriminator(4, cfg.ndf, cfg.discriminator_layers, 1, norm="batch")
                                     if cfg.lambda_mouth_gan > 0 else None)
