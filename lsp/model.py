@@ -26,7 +26,7 @@ from lsp.stages.renderer import RendererConfig
 from zoo.data.features import FeatureCache, log_mel
 from zoo.errors import ConfigError, WeightsError
 from zoo.model import GeneratedClip, TalkingHeadModel
-from zoo.weights import load_strict, load_torch_file
+from zoo.weights import load_checkpoint_state_dict, load_strict, load_torch_file
 
 
 @dataclass
@@ -195,7 +195,7 @@ class LSP(TalkingHeadModel):
     def assemble(cls, cfg: LSPConfig, checkpoints: dict[str, Path], datamodule) -> LSP:
         """One LSP from the stage checkpoints; the APC base is encoded from the person's training audio."""
         model = cls(cfg)
-        states = {key: load_torch_file(path, f"stage '{key}' checkpoint {path}").get("state_dict", {})
+        states = {key: load_checkpoint_state_dict(path, f"stage '{key}' checkpoint {path}")
                   for key, path in checkpoints.items()}
 
         def part(key: str, prefix: str) -> dict:

@@ -14,7 +14,7 @@ from torch import nn
 
 from lsp.networks.apc import APC
 from zoo.errors import ConfigError
-from zoo.weights import load_strict, load_torch_file
+from zoo.weights import load_checkpoint_state_dict, load_strict
 
 
 class FrozenAPC(nn.Module):
@@ -32,8 +32,7 @@ class FrozenAPC(nn.Module):
                               f"(`zoo fit --model lsp.apc`, or `zoo fit --model lsp` to train every stage)")
         if not Path(path).is_file():
             raise ConfigError(f"APC checkpoint not found: {path} ({owner})")
-        state = load_torch_file(path, f"APC checkpoint {path} ({owner})")
-        state = state.get("state_dict", {}) if isinstance(state, dict) else {}
+        state = load_checkpoint_state_dict(path, f"APC checkpoint {path} ({owner})")
         weights = {k[len("apc."):]: v for k, v in state.items() if k.startswith("apc.")}
         load_strict(self.apc, weights, f"{path} is not an lsp.apc checkpoint of this APC's sizes ({owner})")
 

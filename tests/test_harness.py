@@ -79,6 +79,10 @@ def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_pa
         assert code == 2 and err.startswith(f"error: checkpoint {last} does not fit model 'lsp.apc' as configured "
                                             f"(another model's, or trained with other model.* settings?): size "
                                             f"mismatch for apc.") and err.count("\n") == 1, err
+    plain = tmp_path / "plain.pt"
+    torch.save({"apc.weight": torch.zeros(1)}, plain)
+    code, err = zoo(capsys, "test", "--model", "lsp.apc", "--ckpt", str(plain), *SMOKE, runs, "logger=none")
+    assert code == 2 and err == f"error: {plain} is not a checkpoint: it has no state_dict\n", err
 
 
 def test_fit_output_keeps_lightning_info_without_its_litlogger_tip(capsys, tiny_corpus, runs):

@@ -24,7 +24,7 @@ from zoo.model import TalkingHeadModel
 from zoo.pipeline import fit_staged, is_staged, split_stage_overrides
 from zoo.registry import get_entry
 from zoo.tracking import build_logger
-from zoo.weights import load_strict, load_torch_file
+from zoo.weights import load_checkpoint_state_dict, load_strict
 
 STAGES = ("fit", "validate", "test", "predict")
 
@@ -115,9 +115,10 @@ def resolve_run(stage: str, cfg: DictConfig, resume: Optional[str], ckpt: Option
             raise ConfigError(f"--ckpt checkpoint not found: {path}")
     elif trainable:
         name = cfg.run.name
-        default_name = getattr(get_entry(cfg.run.model).model_class, "default_run_name", None)
-        if not name and default_name and best_checkpoint(_model_root(cfg) / default_name(cfg.model)):
-            name = default_name(cfg.model)     # e.g. LSP's runs/lsp/identity<model.identity>
+        model_class = get_entry(cfg.run.model).model_class
+        if not name and hasattr(model_class, "default_run_name"):   # e.g. LSP's identity<model.identity>
+            own = model_class.default_run_name(cfg.model)
+            name = own if best_checkpoint(_model_root(cfg) / own) else None
         source = _model_root(cfg) / name if name else _latest_run_with(cfg, "*.ckpt")
         path = best_checkpoint(source) if source is not None else None
         if path is None:
@@ -312,7 +313,7 @@ def execute(run: Run) -> dict:
     datamodule = build_datamodule(cfg)
     model = entry.builder(to_dataclass(cfg.model, entry.config))
     if run.ckpt_path:   # Lightning would load it mid-run, with a traceback when the config's sizes differ
-        state = load_torch_file(run.ckpt_path, f"checkpoint {run.ckpt_path}").get("state_dict", {})
+        state = load_checkpoint_state_dict(run.ckpt_path, str(run.ckpt_path))
         load_strict(model, state, f"checkpoint {run.ckpt_path} does not fit model '{cfg.run.model}' as configured "
                                   f"(another model's, or trained with other model.* settings?)")
     if pl.utilities.rank_zero.rank_zero_only.rank == 0:

@@ -32,15 +32,27 @@ def is_staged(model_class: type) -> bool:
     return bool(getattr(model_class, "stages", None))
 
 
+def _stage_of(item: str, keys) -> str | None:
+    """The stage key of a stage-only override ``<key>.<setting>=...``, else None."""
+    head = item.split("=", 1)[0]
+    key = head.split(".", 1)[0]
+    if key not in keys or "." not in head:
+        return None
+    if head.startswith(f"{key}.model."):   # a stage's model config is rebuilt from the staged model's: dropped
+        setting = item[len(f"{key}.model."):]
+        raise ConfigError(f"{item}: set a stage's model settings as model.{key}.{setting} (they belong to the "
+                          f"assembled model's config)")
+    return key
+
+
 def route_overrides(overrides: list[str], keys: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """Split overrides into (every stage, {key: stage-only}); ``model.*`` ones belong to the staged model."""
     shared, own = [], {key: [] for key in keys}
     for item in overrides:
-        head = item.split("=", 1)[0]
-        prefix = head.split(".", 1)[0]
-        if prefix in own and "." in head:
-            own[prefix].append(item[len(prefix) + 1:])
-        elif not head.startswith("model."):
+        key = _stage_of(item, own)
+        if key is not None:
+            own[key].append(item[len(key) + 1:])
+        elif not item.startswith("model."):
             shared.append(item)
     return shared, own
 
@@ -48,12 +60,7 @@ def route_overrides(overrides: list[str], keys: list[str]) -> tuple[list[str], d
 def split_stage_overrides(model_class: type, overrides: list[str]) -> tuple[list[str], list[str]]:
     """(overrides the staged model's own config takes, stage-only ``<key>.*=...`` ones); ([...], []) otherwise."""
     keys = {key for key, _ in getattr(model_class, "stages", ())}
-    own = [o for o in overrides if "." in o.split("=", 1)[0] and o.split(".", 1)[0] in keys]
-    for item in own:    # the stage's model config is rebuilt from the staged model's, which would drop it silently
-        key, rest = item.split(".", 1)
-        if rest.startswith("model."):
-            raise ConfigError(f"{item}: set a stage's model settings as model.{key}.{rest[len('model.'):]} (they "
-                              f"belong to the assembled model's config)")
+    own = [o for o in overrides if _stage_of(o, keys) is not None]
     return [o for o in overrides if o not in own], own
 
 

@@ -27,7 +27,7 @@ import torch
 from zoo.errors import WeightsError
 
 __all__ = ["WeightFile", "WEIGHTS", "register", "get_weights_dir", "resolve", "verify", "load_state_dict",
-           "load_torch_file", "load_strict", "sha256_of", "weights_status", "format_weights_table"]
+           "load_torch_file", "load_checkpoint_state_dict", "load_strict", "sha256_of", "weights_status", "format_weights_table"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -203,6 +203,15 @@ def load_torch_file(path: PathLike, what: str, map_location: str = "cpu") -> Any
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"cannot load {what} with weights_only=True: {first}") from None
+
+
+def load_checkpoint_state_dict(path: PathLike, what: str) -> dict[str, Any]:
+    """The ``state_dict`` of a Lightning checkpoint (loaded by :func:`load_torch_file`); one :class:`WeightsError`
+    line naming ``what`` when the file has none."""
+    checkpoint = load_torch_file(path, what)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise WeightsError(f"{what} is not a checkpoint: it has no state_dict")
+    return checkpoint["state_dict"]
 
 
 def load_strict(module: torch.nn.Module, state_dict: dict[str, Any], what: str) -> None:

@@ -39,7 +39,7 @@ from zoo.metrics.suite import Backbones, lpips_if_available
 from zoo.registry import create_model, get_entry
 from zoo.synth import SynthConfig, build_corpus, config_hash
 from zoo.synth.config import as_dict, coerce
-from zoo.weights import sha256_of
+from zoo.weights import load_checkpoint_state_dict, sha256_of
 
 KIT_VERSION = 3
 KIT_MODELS = ("landmark_detector", "identity_embedder", "syncnet")
@@ -121,7 +121,7 @@ def _train(name: str, data_root: Path, target: Path, overrides: Sequence[str], s
         *corpus_specific, *overrides], resume="auto")
     execute(run)
     ckpts = sorted((run.run_dir / "checkpoints").glob("best*.ckpt")) or [run.run_dir / "checkpoints" / "last.ckpt"]
-    state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["state_dict"]
+    state = load_checkpoint_state_dict(ckpts[-1], f"the kit's {name} checkpoint {ckpts[-1]}")
     config = _plain(run.cfg.model)
     module = create_model(name, get_entry(name).config(**config))
     module.load_state_dict(state)
