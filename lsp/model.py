@@ -211,11 +211,16 @@ class LSP(TalkingHeadModel):
         load(model.headpose, "headpose", "net.")
         load(model.renderer, "renderer", "generator.")
         load(model.profile, "renderer", "profile.")
-        for key in ("mouth", "headpose"):   # every person stage must have been fitted on the same person
+        apc = part("apc", "apc.")
+        for key in ("mouth", "headpose"):   # every person stage must have been fitted on the same person and APC
             other = part(key, "profile.")
             if int(other["identity"]) != int(model.profile.identity):
                 raise ConfigError(f"stage '{key}' was trained on identity {int(other['identity'])}, the renderer "
                                   f"on {int(model.profile.identity)}")
+            heard = part(key, "speech.apc.")
+            if heard.keys() != apc.keys() or not all(torch.equal(heard[k], apc[k]) for k in apc):
+                raise ConfigError(f"stage '{key}' ({checkpoints[key]}) was trained on the features of another APC "
+                                  f"than stage 'apc' ({checkpoints['apc']}); --force retrains the stages")
         model.eval()
         datamodule.setup("fit")
         dataset = datamodule.dataset

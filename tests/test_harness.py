@@ -71,6 +71,11 @@ def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_pa
 
     code, err = zoo(capsys, "test", "--model", "lsp.apc", *SMOKE, runs, "logger=none", "model.hidden_size=32")
     assert code == 0, err
+    # the model's settings come from its checkpoint: no need to repeat model.hidden_size=32
+    code, err = zoo(capsys, "test", "--model", "lsp.apc", "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"),
+                    *SMOKE, runs, "logger=none", "run.name=from-ckpt")
+    assert code == 0, err
+    assert "hidden_size: 32" in (tmp_path / "runs" / "lsp.apc" / "from-ckpt" / "config.yaml").read_text()
 
     last = run_dir / "checkpoints" / "last.ckpt"     # a config of other sizes: one line before anything runs
     for command in (["test", "--ckpt", str(last)], ["fit", "--resume", str(last)]):
@@ -79,6 +84,11 @@ def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_pa
         assert code == 2 and err.startswith(f"error: checkpoint {last} does not fit model 'lsp.apc' as configured "
                                             f"(another model's, or trained with other model.* settings?): size "
                                             f"mismatch for apc.") and err.count("\n") == 1, err
+    foreign = tmp_path / "foreign.ckpt"       # another model's settings: one line naming the checkpoint's key
+    torch.save({"state_dict": {}, "hyper_parameters": {"not_an_apc_key": 1}}, foreign)
+    code, err = zoo(capsys, "test", "--model", "lsp.apc", "--ckpt", str(foreign), *SMOKE, runs, "logger=none")
+    assert code == 2 and err.startswith(f"error: unknown key 'model.not_an_apc_key' in the hyper-parameters of "
+                                        f"checkpoint {foreign} (another model's") and err.count("\n") == 1, err
     plain = tmp_path / "plain.pt"
     torch.save({"apc.weight": torch.zeros(1)}, plain)
     code, err = zoo(capsys, "test", "--model", "lsp.apc", "--ckpt", str(plain), *SMOKE, runs, "logger=none")

@@ -20,7 +20,7 @@ from lsp.streaming import LSPStream
 from zoo.cli import main
 from zoo.harness import prepare
 from zoo.data import open_dataset
-from zoo.errors import WeightsError
+from zoo.errors import ConfigError, WeightsError
 from zoo.metrics.functional import LANDMARK_REGIONS, lmd
 
 from helpers import one_line_error
@@ -181,6 +181,17 @@ def test_assembly_refuses_a_finished_stage_of_other_sizes(trained, model):
                    f"retrains the stages): ", "size mismatch", error=WeightsError)
 
 
+def test_assembly_refuses_a_stage_trained_on_another_apc(trained, model, tmp_path):
+    checkpoints = {key: trained / key / "checkpoints" / "last.ckpt" for key in ("apc", "mouth", "headpose", "renderer")}
+    checkpoint = torch.load(checkpoints["apc"], weights_only=True)
+    checkpoint["state_dict"] = {k: v + 0.01 if k.startswith("apc.") else v for k, v in checkpoint["state_dict"].items()}
+    checkpoints["apc"] = tmp_path / "other_apc.ckpt"        # e.g. the APC stage retrained in a hand-edited run
+    torch.save(checkpoint, checkpoints["apc"])
+    one_line_error(lambda: LSP.assemble(copy.deepcopy(model.cfg), checkpoints, datamodule=None),
+                   f"stage 'mouth' ({checkpoints['mouth']}) was trained on the features of another APC than stage "
+                   f"'apc' ({checkpoints['apc']}); --force retrains the stages", error=ConfigError)
+
+
 def test_unknown_identity_is_one_line(tiny_corpus, tmp_path, capsys):
     assert main(["fit", "--model", "lsp", *SMALL, "model.identity=7", f"run.runs_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
@@ -197,11 +208,25 @@ def test_a_stage_that_trains_nothing_stops_the_pipeline(tiny_corpus, tmp_path, c
 
 def test_zoo_test_scores_the_person(trained, capsys):
     runs = trained.parents[1]
-    assert main(["test", "--model", "lsp", *SMALL, f"run.runs_dir={runs}", "run.name=smoke-test",
+    not_model = [item for item in SMALL if not item.startswith("model.")]   # the sizes come from the checkpoint
+    assert main(["test", "--model", "lsp", *not_model, f"run.runs_dir={runs}", "run.name=smoke-test",
                  f"--ckpt={trained / 'checkpoints' / 'last.ckpt'}"]) == 0
     results = json.loads((runs / "lsp" / "smoke-test" / "results" / "test.json").read_text())
     assert {"PSNR", "M-LMD[synth-landmarks]", "Sync_conf[synth-syncnet]"} <= set(results["aggregate"])
     assert all(clip["clip_id"].startswith("id00") for clip in results["clips"])   # identity 0 only
+
+
+def test_evaluation_takes_the_settings_the_checkpoint_was_trained_with(trained, tmp_path):
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"].update(identity=1, mouth_amplitude=1.5)
+    tuned = tmp_path / "tuned.ckpt"
+    torch.save(checkpoint, tuned)
+    base = ["experiment=smoke", f"run.runs_dir={tmp_path}"]
+    run = prepare("test", "lsp", overrides=base, ckpt=str(tuned))
+    assert (run.cfg.model.identity, run.cfg.model.mouth_amplitude, run.cfg.model.renderer.ngf) == (1, 1.5, 8)
+    assert list(run.cfg.data.identities) == [1]                              # the checkpoint's person's clips
+    run = prepare("test", "lsp", overrides=[*base, "model.mouth_amplitude=1.2"], ckpt=str(tuned))
+    assert run.cfg.model.mouth_amplitude == 1.2                              # an override still wins
 
 
 def test_scoring_another_persons_clips_is_refused(trained, capsys):

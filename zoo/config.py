@@ -6,6 +6,7 @@ Composition order (later wins):
 2. ``configs/base.yaml``,
 3. ``configs/data/<data>.yaml``            (``--data NAME``, default ``synth``),
 4. ``configs/model/<model>.yaml``          (``--model NAME``; may also set ``data.*`` the model needs),
+   then, for ``validate``/``test``/``predict`` from a checkpoint, the ``model.*`` settings it was trained with,
 5. ``configs/trainer/<trainer>.yaml``      (``trainer=NAME``, default ``default``),
 6. ``configs/logger/<logger>.yaml``        (``logger=NAME``, default ``wandb``),
 7. ``configs/experiment/<experiment>.yaml`` (``experiment=NAME``, optional),
@@ -260,8 +261,12 @@ def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def compose(model: str, data: Optional[str] = None, config_file: Optional[str] = None,
-            overrides: Optional[list[str]] = None) -> DictConfig:
-    """Compose the typed run config in the documented order; raises :class:`ConfigError` on any bad input."""
+            overrides: Optional[list[str]] = None, trained: Optional[tuple[str, dict]] = None) -> DictConfig:
+    """Compose the typed run config in the documented order; raises :class:`ConfigError` on any bad input.
+
+    ``trained`` is ``(checkpoint path, its hyper-parameters)``: the model settings a checkpoint was trained with
+    take the place of the model's defaults, and an experiment, ``--config`` file or override still wins over them.
+    """
     selections, dotted = _parse_overrides(list(overrides or []))
     if data is not None:
         selections["data"] = data
@@ -271,6 +276,7 @@ def compose(model: str, data: Optional[str] = None, config_file: Optional[str] =
     model_file = config_dir() / "model" / f"{model}.yaml"
     if model_file.is_file():
         layers.append((model_file, "model"))
+    trained_after = layers[-1][1]       # a checkpoint's settings replace the model's defaults
     layers.append((_group_file("trainer", selections.get("trainer", "default")), "trainer"))
     layers.append((_group_file("logger", selections.get("logger", "wandb")), "logger"))
     if "experiment" in selections:
@@ -279,6 +285,8 @@ def compose(model: str, data: Optional[str] = None, config_file: Optional[str] =
         layers.append((Path(config_file), "--config file"))
     for path, what in layers:
         cfg = merge_layer(cfg, _load_yaml(path, what), str(path))
+        if what == trained_after:
+            cfg = _merge_trained(cfg, trained)
     cfg = merge_overrides(cfg, dotted)
     check_interpolations(cfg)
     if cfg.run.model != model:
@@ -299,6 +307,17 @@ _CHOICES = {
     "run.monitor_mode": ("min", "max"),
     "eval.backbones": ("auto", "official", "synth-kit"),
 }
+
+
+def _merge_trained(cfg: DictConfig, trained: Optional[tuple[str, dict]]) -> DictConfig:
+    if not trained:
+        return cfg
+    path, hyper_parameters = trained
+    if not isinstance(hyper_parameters, dict):
+        raise ConfigError(f"checkpoint {path}: its hyper_parameters are a {type(hyper_parameters).__name__}, "
+                          f"not a mapping of model settings")
+    return merge_layer(cfg, {"model": hyper_parameters}, f"the hyper-parameters of checkpoint {path} (another "
+                                                         f"model's checkpoint, or an older zoo's?)")
 
 
 def _check_choices(cfg: DictConfig) -> None:

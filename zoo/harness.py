@@ -24,7 +24,7 @@ from zoo.model import TalkingHeadModel
 from zoo.pipeline import fit_staged, is_staged, split_stage_overrides
 from zoo.registry import get_entry
 from zoo.tracking import build_logger
-from zoo.weights import load_checkpoint_state_dict, load_strict
+from zoo.weights import load_checkpoint, load_checkpoint_state_dict, load_strict
 
 STAGES = ("fit", "validate", "test", "predict")
 
@@ -295,10 +295,19 @@ def prepare(stage: str, model: str, data: Optional[str] = None, config_file: Opt
         raise ConfigError(f"unknown command '{stage}'; valid: {', '.join(STAGES)}")
     # stage-only overrides of a staged model (renderer.trainer.max_epochs=...) are applied by zoo.pipeline
     plain, _ = split_stage_overrides(get_entry(model).model_class, list(overrides or ()))
-    cfg = compose(model, data, config_file, plain)
-    get_entry(cfg.run.model).model_class.configure_data(cfg.data, cfg.model)
-    add_model_fields(cfg)
-    run = resolve_run(stage, cfg, resume, ckpt)
+
+    def composed(trained: Optional[tuple[str, dict]] = None) -> DictConfig:
+        cfg = compose(model, data, config_file, plain, trained)
+        get_entry(cfg.run.model).model_class.configure_data(cfg.data, cfg.model)
+        add_model_fields(cfg)
+        return cfg
+
+    run = resolve_run(stage, composed(), resume, ckpt)
+    if stage != "fit" and run.ckpt_path:   # evaluate the model as it was trained, unless told otherwise
+        trained = load_checkpoint(run.ckpt_path, str(run.ckpt_path)).get("hyper_parameters")
+        if trained is not None:
+            name, run.cfg = run.cfg.run.name, composed((run.ckpt_path, trained))
+            run.cfg.run.name = name
     run.sources, run.force = (data, config_file, tuple(overrides or ())), force
     return run
 

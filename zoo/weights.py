@@ -27,7 +27,8 @@ import torch
 from zoo.errors import WeightsError
 
 __all__ = ["WeightFile", "WEIGHTS", "register", "get_weights_dir", "resolve", "verify", "load_state_dict",
-           "load_torch_file", "load_checkpoint_state_dict", "load_strict", "sha256_of", "weights_status", "format_weights_table"]
+           "load_torch_file", "load_checkpoint", "load_checkpoint_state_dict", "load_strict", "sha256_of",
+           "weights_status", "format_weights_table"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -205,13 +206,18 @@ def load_torch_file(path: PathLike, what: str, map_location: str = "cpu") -> Any
         raise WeightsError(f"cannot load {what} with weights_only=True: {first}") from None
 
 
-def load_checkpoint_state_dict(path: PathLike, what: str) -> dict[str, Any]:
-    """The ``state_dict`` of a Lightning checkpoint (loaded by :func:`load_torch_file`); one :class:`WeightsError`
-    line naming ``what`` when the file has none."""
+def load_checkpoint(path: PathLike, what: str) -> dict[str, Any]:
+    """A Lightning checkpoint (loaded by :func:`load_torch_file`); one :class:`WeightsError` line naming ``what``
+    when the file has no ``state_dict``."""
     checkpoint = load_torch_file(path, what)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise WeightsError(f"{what} is not a checkpoint: it has no state_dict")
-    return checkpoint["state_dict"]
+    return checkpoint
+
+
+def load_checkpoint_state_dict(path: PathLike, what: str) -> dict[str, Any]:
+    """The ``state_dict`` of :func:`load_checkpoint`."""
+    return load_checkpoint(path, what)["state_dict"]
 
 
 def load_strict(module: torch.nn.Module, state_dict: dict[str, Any], what: str) -> None:
