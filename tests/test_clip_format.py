@@ -220,7 +220,11 @@ def _save(name, array):
     (_edit_clip_json(sample_rate=8000), "field 'sample_rate': expected the dataset's 16000, got 8000"),
     (_edit_clip_json(frame_codec="jpeg"), "field 'frame_codec': expected 'png', got 'jpeg'"),
     (_edit_clip_json(num_samples=5), "field 'audio': expected N=round(T*sr/fps)=16000 samples for T=25"),
-    (_edit_clip_json(tracks={"pose": [6]}), "field 'pose': track entry needs 'shape' and 'dtype'"),
+    (_edit_clip_json(tracks={"pose": [6]}), "field 'pose': track entry needs 'shape' (a list of sizes) and 'dtype'"),
+    (_edit_clip_json(tracks={"pose": {"shape": 5, "dtype": "float32"}}), "field 'pose': track entry needs 'shape'"),
+    (_edit_clip_json(tracks={"pose": {"shape": [6], "dtype": "floaty"}}), "field 'pose': invalid dtype 'floaty'"),
+    (_edit_clip_json(tracks={"../../x": {"shape": [6], "dtype": "float32"}}), "field '../../x': invalid track name"),
+    (_write("clip.json", b"[1, 2]"), "field 'clip.json': expected a JSON object"),
     (_unlink("frames_index.npy"), "field 'frames': missing frame index"),
     (_unlink("frames.bin"), "field 'frames': missing frame data"),
     (_write("frames_index.npy", b"garbage"), "field 'frames': unreadable frame index"),
@@ -252,6 +256,20 @@ def test_damaged_dataset_header_is_one_line_error(broken, content, fragment):
     root, _, _ = broken
     (root / "dataset.json").write_text(content)
     one_line_error(lambda: open_dataset(root), "dataset.json", fragment)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda h: h["splits"]["val"].append(h["splits"]["train"][0]), "is listed in split 'val' and in 'train'"),
+    (lambda h: h["splits"]["train"].append(h["splits"]["train"][0]), "is listed in split 'train' twice"),
+    (lambda h: h["splits"]["train"].append("../clips/x"), "split 'train' lists an invalid clip id '../clips/x'"),
+    (lambda h: h["fields"].append(["x"]), "'fields' must list field names, got ['x']"),
+])
+def test_inconsistent_dataset_header_is_one_line_error(broken, change, fragment):
+    root, _, _ = broken
+    header = json.loads((root / "dataset.json").read_text())
+    change(header)
+    (root / "dataset.json").write_text(json.dumps(header))
+    one_line_error(lambda: open_dataset(root), str(root / "dataset.json"), fragment)
 
 
 def test_damage_after_opening_is_reported_on_read(broken):

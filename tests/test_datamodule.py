@@ -242,3 +242,15 @@ def test_bad_or_missing_meta(tmp_path):
     one_line_error(lambda: make(str(tmp_path), train_split="val", val_split="ok", identities=[0],
                                 train_on_all_identities=True),
                    "clip 'b' field 'meta.identity': missing, but data.identities is set")
+
+
+def test_a_data_error_in_a_worker_is_the_workers_one_line(tmp_path):
+    root = write_fake_dataset(tmp_path / "data", splits={"train": 1, "test": 1}, seconds=1.0, size=16)
+    datamodules = {workers: make(str(root), stage="test", num_workers=workers) for workers in (0, 1)}
+    clip_dir = root / "clips" / datamodules[0].dataset.splits["test"][0]
+    data = bytearray((clip_dir / "frames.bin").read_bytes())   # damaged after the dataset was opened
+    data[100:300] = b"\x00" * 200
+    (clip_dir / "frames.bin").write_bytes(bytes(data))
+    messages = {workers: one_line_error(lambda: list(dm.test_dataloader()), "field 'frames'", "undecodable")
+                for workers, dm in datamodules.items()}
+    assert messages[1] == messages[0] and "Traceback" not in messages[1]

@@ -12,7 +12,12 @@ class ZooError(Exception):
     exit_code = 2
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))  # always exactly one line
+        text = str(message)
+        if "\nOriginal Traceback" in text:
+            # re-raised from a DataLoader worker (torch's ExceptionWrapper passes the worker's whole traceback as
+            # the message): the original one-line message is the traceback's last line, after its type
+            text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(" ".join(text.split()))  # always exactly one line
 
 
 class ConfigError(ZooError):

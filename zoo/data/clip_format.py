@@ -13,7 +13,7 @@ Every dataset, synthetic or prepared from real video, is a directory laid out as
 
 ``dataset.json``: ``schema_version`` (int, = :data:`SCHEMA_VERSION`), ``name``, ``version`` (corpus hash),
 ``fps`` (float), ``sample_rate`` (int), ``frame_size`` (int; frames are square ``frame_size`` x ``frame_size``),
-``fields`` (``frames``, ``audio`` and every track all clips have), ``splits`` ({split: [clip_id, ...]}), ``info``
+``fields`` (``frames``, ``audio`` and every track all clips have), ``splits`` ({split: [clip_id, ...]}, each clip in one split), ``info``
 (free-form JSON), ``num_clips``.
 
 ``clip.json``: ``schema_version``, ``clip_id``, ``num_frames`` T, ``num_samples`` N, ``fps``, ``sample_rate``,
@@ -342,6 +342,9 @@ def open_dataset(root: str | os.PathLike) -> ClipDataset:
                       ("frame_size", int), ("fields", list), ("splits", dict)]:
         if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
             raise DataError(f"{path}: missing or invalid '{key}'")
+    bad = [f for f in header["fields"] if not isinstance(f, str)]
+    if bad:
+        raise DataError(f"{path}: 'fields' must list field names, got {bad[0]!r}")
     clips = _validate_clips(root, header)
     for field_name in header["fields"]:
         if field_name in ("frames", "audio"):
@@ -372,12 +375,19 @@ def _common_tracks(clips: dict[str, Clip]) -> list[str]:
 def _validate_clips(root: Path, header: dict) -> dict[str, Clip]:
     """Validate every clip listed in ``header['splits']`` against the dataset header; returns {clip_id: Clip}."""
     clips: dict[str, Clip] = {}
+    split_of: dict[str, str] = {}
     for split, ids in header["splits"].items():
         if not isinstance(ids, list):
             raise DataError(f"{root / 'dataset.json'}: split '{split}' must be a list of clip ids")
         for clip_id in ids:
-            if clip_id not in clips:
-                clips[clip_id] = _validate_clip(root, str(clip_id), split, header)
+            if not isinstance(clip_id, str) or not _CLIP_ID.fullmatch(clip_id):
+                raise DataError(f"{root / 'dataset.json'}: split '{split}' lists an invalid clip id {clip_id!r} "
+                                f"(letters, digits, '_', '-', '.')")
+            if clip_id in split_of:   # a clip in train and test would score the model on what it trained on
+                where = "twice" if split_of[clip_id] == split else f"and in '{split_of[clip_id]}'"
+                raise DataError(f"{root / 'dataset.json'}: clip '{clip_id}' is listed in split '{split}' {where}")
+            split_of[clip_id] = split
+            clips[clip_id] = _validate_clip(root, clip_id, split, header)
     if not clips:
         raise DataError(f"{root / 'dataset.json'}: the splits list no clips")
     return clips
@@ -392,6 +402,8 @@ def _validate_clip(root: Path, clip_id: str, split: str, dataset: dict) -> Clip:
         head = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise _fail(clip_id, "clip.json", f"cannot parse ({exc})", path) from None
+    if not isinstance(head, dict):
+        raise _fail(clip_id, "clip.json", "expected a JSON object", path)
     if head.get("schema_version") != SCHEMA_VERSION:
         raise _fail(clip_id, "schema_version", f"expected {SCHEMA_VERSION}, got {head.get('schema_version')!r}", path)
     for key, kind in [("num_frames", int), ("num_samples", int), ("fps", (int, float)), ("sample_rate", int),
@@ -420,10 +432,18 @@ def _validate_clip(root: Path, clip_id: str, split: str, dataset: dict) -> Clip:
     _check_audio_file(clip_id, directory / "audio.wav", expected, dataset["sample_rate"], num_frames)
     tracks = {}
     for name, spec in head["tracks"].items():
-        trailing = tuple(spec.get("shape", ())) if isinstance(spec, dict) else None
+        if not _TRACK_NAME.fullmatch(name) or name in _RESERVED:   # it names a file in the clip's directory
+            raise _fail(clip_id, name, "invalid track name (lowercase letters, digits and '_')", path)
+        shape = spec.get("shape") if isinstance(spec, dict) else None
         dtype = spec.get("dtype") if isinstance(spec, dict) else None
-        if trailing is None or not isinstance(dtype, str):
-            raise _fail(clip_id, name, "track entry needs 'shape' and 'dtype'", path)
+        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                  for n in shape) or not isinstance(dtype, str):
+            raise _fail(clip_id, name, "track entry needs 'shape' (a list of sizes) and 'dtype'", path)
+        try:
+            np.dtype(dtype)
+        except TypeError:
+            raise _fail(clip_id, name, f"invalid dtype {dtype!r}", path) from None
+        trailing = tuple(shape)
         if name in TRACK_SPECS:
             trailing, dtype = TRACK_SPECS[name]
         _check_track(clip_id, name, directory / f"{name}.npy", num_frames, trailing, dtype)
