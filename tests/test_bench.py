@@ -125,11 +125,15 @@ def test_bad_arguments_are_one_line(tiny_corpus, tmp_path, capsys, args, message
     assert message in err and err.count("\n") == 1
 
 
-def test_budget_identity_missing_from_the_split_is_one_line(tiny_corpus, tmp_path, capsys):
-    (tmp_path / "b.yaml").write_text(TINY_BUDGET.replace("identities: [0]", "identities: [5]"))
+@pytest.mark.parametrize("identities, message", [
+    ("[5]", "'identities' [5] has no clip in split 'test'"),
+    ("[]", "'identities' is empty (leave it out for every identity of split 'test')"),
+])
+def test_budget_identity_missing_from_the_split_is_one_line(tiny_corpus, tmp_path, capsys, identities, message):
+    (tmp_path / "b.yaml").write_text(TINY_BUDGET.replace("identities: [0]", f"identities: {identities}"))
     assert bench(tmp_path, tmp_path / "runs", tmp_path / "out", budget=tmp_path / "b.yaml") == 2
     err = capsys.readouterr().err
-    assert "'identities' [5] has no clip in split 'test'" in err and err.count("\n") == 1
+    assert message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from zoo.bounds import in_interval
 from zoo.cli import main
-from zoo.config import LoggerConfig, TrainerConfig, compose, group_choices, merge_layer, schema_for
+from zoo.config import LoggerConfig, RunConfig, TrainerConfig, compose, group_choices, merge_layer, schema_for
 from zoo.data import DataConfig
 from zoo.errors import ConfigError
 from zoo.synth import SynthConfig
@@ -56,6 +56,8 @@ def test_experiment_group_applies():
     (["data.batch_size=0"], "data.batch_size must be in [1, inf), got 0"),
     (["data.synth.size=32"], "data.synth.size must be in [64, 512], got 32"),
     (["eval.metrics=[psnr,mlmd]"], "invalid metric 'mlmd' in 'eval.metrics'; valid choices: lmd, ssim, psnr"),
+    (["run.save_videos=-7"], "run.save_videos must be in [-1, inf), got -7"),
+    (["--data", "synth", "data=folder"], "--data synth and the override data=folder disagree"),
 ])
 def test_bad_overrides_one_line(capsys, override, fragment):
     code, _, err = run_cli(capsys, "config", "--model", "lsp.apc", *override)
@@ -114,7 +116,7 @@ def test_ranges_of_nested_stage_configs_name_the_full_key(capsys):
     assert compose("lsp", overrides=["model.renderer.ema_decay=0", "trainer.max_steps=-1"]).model.renderer.ema_decay == 0
 
 
-@pytest.mark.parametrize("section", [TrainerConfig, LoggerConfig, DataConfig, SynthConfig])
+@pytest.mark.parametrize("section", [RunConfig, TrainerConfig, LoggerConfig, DataConfig, SynthConfig])
 def test_section_ranges_name_fields_and_hold_defaults(section):
     assert_ranges_name_fields_and_hold_defaults(section)
 

@@ -90,6 +90,18 @@ def test_mfcc_equals_python_speech_features_on_int16_scale():
     np.testing.assert_array_equal(ours[-1], ours[-2])                          # the missing row is repeated
 
 
+@pytest.mark.parametrize("sample_rate", [11025, 22050, 44100])
+def test_mfcc_rows_stay_on_the_video_frames_at_any_sample_rate(sample_rate):
+    fps, frames, click = 25, 1500, 1400       # a minute of silence with a click at frame 1400
+    audio = np.zeros(int(round(frames * sample_rate / fps)), np.float32)
+    start = int(round(click * sample_rate / fps))
+    audio[start:start + sample_rate // 100] = 0.5
+    energy = mfcc(audio, sample_rate, fps)[:, 0]          # coefficient 0: log energy
+    assert energy.shape == (4 * frames,)
+    onset = int(np.argmax(energy > energy.min() + 5))
+    assert abs(onset / 4 - click) <= 1                    # psf at 22.05 kHz alone put it 3.75 frames early
+
+
 def test_aligned_span():
     assert aligned_span(10, 50, 640.0, 64000) == (6400, 6400 + 32000)
     assert aligned_span(0, 3, SR / 60, 800) == (0, 800)

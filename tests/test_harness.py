@@ -226,3 +226,20 @@ def test_video_every_n_epochs_checked_and_kept_from_the_stage_config(capsys, tin
     assert compose("lsp.headpose", overrides=["logger=wandb"]).logger.video_every_n_epochs == 6
     code, err = zoo(capsys, "fit", "--model", "syncnet", *SMOKE, runs, "logger=csv", "logger.video_every_n_epochs=0")
     assert code == 2 and err.strip().endswith("logger.video_every_n_epochs must be in [1, inf), got 0")
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ("trainer.accelerator=banana", "invalid accelerator name"),
+    ("trainer.strategy=foo", "invalid strategy name"),
+    ("trainer.devices=0", "devices=0"),
+    ("trainer.limit_test_batches=2.5", "invalid value 2.5 for limit_test_batches"),
+    ("trainer.max_time=abc", "not a valid duration"),
+])
+def test_a_trainer_setting_lightning_refuses_is_one_line_before_anything_runs(capsys, tiny_corpus, runs, tmp_path,
+                                                                             monkeypatch, setting, fragment):
+    from zoo import harness
+
+    monkeypatch.setattr(harness, "prepare_evaluation", lambda *a: pytest.fail("the kit came first"))
+    code, err = zoo(capsys, "test", "--model", "gt", *SMOKE, runs, "logger=none", setting)
+    assert code == 2 and err.startswith("error: invalid trainer.* setting: ") and fragment in err, err
+    assert err.count("\n") == 1

@@ -149,3 +149,26 @@ def test_video_stream_without_a_frame_rate_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "norate.mp4").write_bytes(b"")
     monkeypatch.setattr("zoo.io.video._open", lambda path, kind="video": NoRateContainer())
     one_line_error(lambda: read_video(tmp_path / "norate.mp4"), "the video stream has no frame rate", "norate.mp4")
+
+
+@pytest.mark.parametrize("codec, sample_format, to_pcm, tolerance", [
+    ("pcm_u8", "u8", lambda x: np.round(x * 127 + 128).astype(np.uint8), 1 / 64),   # unsigned: offset by 128
+    ("pcm_s16le", "s16", lambda x: np.round(x * 32767).astype(np.int16), 1e-4),
+    ("pcm_s32le", "s32", lambda x: np.round(x * (2 ** 31 - 1)).astype(np.int32), 1e-6),
+])
+@pytest.mark.parametrize("layout", ["mono", "stereo"])
+def test_every_pcm_sample_format_decodes_to_the_same_signal(tmp_path, codec, sample_format, to_pcm, tolerance,
+                                                           layout):
+    sr = 16000
+    signal = 0.5 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)
+    channels = 2 if layout == "stereo" else 1
+    path = tmp_path / "speech.avi"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=sr, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.repeat(to_pcm(signal), channels)[None], format=sample_format,
+                                           layout=layout)
+        frame.sample_rate = sr
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    audio = load_audio(path, sr)
+    assert audio.shape == (sr,) and np.abs(audio - signal).max() < tolerance

@@ -50,6 +50,8 @@ class RunConfig:
     monitor: Optional[str] = None       # metric for the "best" checkpoint; default: the model's own
     monitor_mode: str = "min"
 
+    bounds: ClassVar[dict[str, str]] = {"save_videos": "[-1, inf)"}
+
 
 @dataclass
 class TrainerConfig:
@@ -269,6 +271,9 @@ def compose(model: str, data: Optional[str] = None, config_file: Optional[str] =
     """
     selections, dotted = _parse_overrides(list(overrides or []))
     if data is not None:
+        if selections.get("data", data) != data:
+            raise ConfigError(f"--data {data} and the override data={selections['data']} disagree; choose the data "
+                              f"once")
         selections["data"] = data
     cfg = schema_for(model)
     layers: list[tuple[Path, str]] = [(config_dir() / "base.yaml", "base config")]
@@ -292,8 +297,8 @@ def compose(model: str, data: Optional[str] = None, config_file: Optional[str] =
     if cfg.run.model != model:
         raise ConfigError(f"run.model is '{cfg.run.model}' but --model is '{model}'; set the model with --model only")
     _check_choices(cfg)
-    for section, schema in (("trainer", TrainerConfig), ("logger", LoggerConfig), ("data", DataSection),
-                            ("model", get_entry(model).config)):
+    for section, schema in (("run", RunConfig), ("trainer", TrainerConfig), ("logger", LoggerConfig),
+                            ("data", DataSection), ("model", get_entry(model).config)):
         check_bounds(cfg[section], schema, section)
     return cfg
 

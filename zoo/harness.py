@@ -10,9 +10,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 from zoo.config import compose, save_config, to_dataclass
@@ -193,7 +194,8 @@ def prepare_evaluation(cfg: DictConfig, datamodule: TalkingHeadDataModule) -> Op
     return target
 
 
-def _suite_factory(cfg: DictConfig, kit: Optional[Path]):
+def _suite_factory(cfg: DictConfig, kit: Callable[[], Optional[Path]]):
+    """Builds the suite when an evaluation starts; ``kit()`` is then the prepared evaluator kit."""
     from zoo.metrics.suite import MetricSuite, official_backbones
 
     def build(datamodule):
@@ -202,7 +204,7 @@ def _suite_factory(cfg: DictConfig, kit: Optional[Path]):
         elif evaluation_domain(cfg) == "synth-kit":
             from zoo.evaluators.kit import kit_backbones
 
-            backbones = kit_backbones(kit, cfg.eval.weights_dir)
+            backbones = kit_backbones(kit(), cfg.eval.weights_dir)
         else:
             backbones = official_backbones(cfg.eval.weights_dir)
         return MetricSuite(backbones, tuple(cfg.eval.metrics), fps=datamodule.fps)
@@ -214,11 +216,12 @@ def build_metric_suite(cfg: DictConfig, datamodule: TalkingHeadDataModule):
     """The metric suite ``zoo test`` would score ``cfg``'s run with (``eval.metrics``, the data domain's backbones;
     trains the synthetic evaluator kit on first use), for scripts that score frames of their own; ``None`` when
     ``eval.metrics`` is empty."""
-    factory = _suite_factory(cfg, prepare_evaluation(cfg, datamodule))
+    kit = prepare_evaluation(cfg, datamodule)
+    factory = _suite_factory(cfg, lambda: kit)
     return factory(datamodule) if factory else None
 
 
-def _callbacks(run: Run, model_class: type, kit: Optional[Path] = None) -> list:
+def _callbacks(run: Run, model_class: type, kit: Callable[[], Optional[Path]]) -> list:
     from pytorch_lightning.callbacks import (LearningRateMonitor, ModelCheckpoint, RichProgressBar,
                                              TQDMProgressBar)
 
@@ -261,7 +264,8 @@ def _without_litlogger_tip(record: logging.LogRecord) -> bool:
     return "litlogger" not in record.getMessage()
 
 
-def build_trainer(run: Run, logger, kit: Optional[Path] = None) -> pl.Trainer:
+def build_trainer(run: Run, logger, kit: Callable[[], Optional[Path]] = lambda: None) -> pl.Trainer:
+    """The run's Trainer; ``kit()`` gives the evaluator kit once the evaluation starts (see :func:`execute`)."""
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_without_litlogger_tip)  # added once
     cfg = run.cfg
     t = cfg.trainer
@@ -275,16 +279,19 @@ def build_trainer(run: Run, logger, kit: Optional[Path] = None) -> pl.Trainer:
     strategy = t.strategy
     if strategy in ("ddp", "ddp_spawn") and get_entry(cfg.run.model).model_class.ddp_find_unused_parameters:
         strategy = f"{strategy}_find_unused_parameters_true"
-    return pl.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
-        precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps,
-        gradient_clip_algorithm=t.gradient_clip_algorithm, accumulate_grad_batches=t.accumulate_grad_batches,
-        check_val_every_n_epoch=t.check_val_every_n_epoch, log_every_n_steps=t.log_every_n_steps,
-        num_sanity_val_steps=t.num_sanity_val_steps, fast_dev_run=t.fast_dev_run, sync_batchnorm=t.sync_batchnorm,
-        deterministic=cfg.run.deterministic or None, enable_progress_bar=t.progress_bar != "none",
-        default_root_dir=str(run.run_dir), logger=logger,
-        callbacks=_callbacks(run, get_entry(cfg.run.model).model_class, kit),
-        enable_checkpointing=run.stage == "fit", plugins=plugins or None, **optional)
+    callbacks = _callbacks(run, get_entry(cfg.run.model).model_class, kit)
+    try:   # Lightning checks accelerator, strategy, devices, max_time and limit_* itself, with its own messages
+        return pl.Trainer(
+            accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
+            precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps,
+            gradient_clip_algorithm=t.gradient_clip_algorithm, accumulate_grad_batches=t.accumulate_grad_batches,
+            check_val_every_n_epoch=t.check_val_every_n_epoch, log_every_n_steps=t.log_every_n_steps,
+            num_sanity_val_steps=t.num_sanity_val_steps, fast_dev_run=t.fast_dev_run,
+            sync_batchnorm=t.sync_batchnorm, deterministic=cfg.run.deterministic or None,
+            enable_progress_bar=t.progress_bar != "none", default_root_dir=str(run.run_dir), logger=logger,
+            callbacks=callbacks, enable_checkpointing=run.stage == "fit", plugins=plugins or None, **optional)
+    except (ValueError, TypeError, MisconfigurationException) as error:
+        raise ConfigError(f"invalid trainer.* setting: {str(error).strip().splitlines()[0]}") from None
 
 
 def prepare(stage: str, model: str, data: Optional[str] = None, config_file: Optional[str] = None,
@@ -327,11 +334,11 @@ def execute(run: Run) -> dict:
                                   f"(another model's, or trained with other model.* settings?)")
     if pl.utilities.rank_zero.rank_zero_only.rank == 0:
         save_config(cfg, run.run_dir / "config.yaml")
+    logger = build_logger(cfg, run.run_dir, job_type=run.stage)
     kit = None
+    trainer = build_trainer(run, logger, lambda: kit)   # bad trainer.* settings fail before the kit trains
     if run.stage in ("validate", "test") and issubclass(entry.model_class, TalkingHeadModel):
         kit = prepare_evaluation(cfg, datamodule)
-    logger = build_logger(cfg, run.run_dir, job_type=run.stage)
-    trainer = build_trainer(run, logger, kit)
     if run.stage == "fit":
         trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path)
     else:

@@ -115,9 +115,12 @@ class Bench:
         present = sorted({int(dataset.clip(c).meta["identity"]) for c in dataset.clip_ids(split)})
         if wanted is None:
             return present
+        key = "identities" if split == "test" else "unseen_identities"
+        if not wanted:
+            raise ConfigError(f"budget {self.budget_record['file']}: '{key}' is empty (leave it out for every "
+                              f"identity of split '{split}')")
         missing = sorted(set(wanted) - set(present))
         if missing:
-            key = "identities" if split == "test" else "unseen_identities"
             raise ConfigError(f"budget {self.budget_record['file']}: '{key}' {missing} has no clip in split "
                               f"'{split}' (present: {present})")
         return sorted(set(wanted))

@@ -37,19 +37,20 @@ import torch
 
 from zoo.data.clip_format import ClipDataset
 from zoo.io.atomic import atomic_path
+from zoo.io.audio import resample
 
 __all__ = ["FEATURES", "MelRecipe", "mel_recipe", "mel_basis", "mel_row_starts", "mel_right_padding", "log_mel_rows",
            "log_mel", "mfcc", "rows_per_frame", "aligned_span", "feature_rows", "FeatureCache"]
 
 FEATURES = ("mel", "mfcc")
-RECIPE_VERSION = 1          # bump when a recipe changes: it is part of the cache key
+RECIPE_VERSION = 2          # bump when a recipe changes: it is part of the cache key (2: mfcc at 16 kHz)
 MEL_BANDS = 80
 MEL_PER_FRAME = 2
 MEL_FMIN, MEL_FMAX = 90.0, 7600.0
 MEL_FLOOR = 1e-5            # log(clamp(x, 1e-5)); normalised so log(1e-5) -> 0 and log(1) -> 1
 MFCC_COEFFS = 13
 MFCC_RATE = 100.0           # python_speech_features' default winstep of 10 ms
-MFCC_WINLEN = 0.025
+MFCC_SAMPLE_RATE = 16000    # SyncNet's
 _CHUNK_ROWS = 4096          # STFT rows per chunk: bounds memory for long clips (4096 x 1024 x 4 B = 16 MB)
 
 
@@ -151,12 +152,15 @@ def log_mel(audio: np.ndarray, sample_rate: int, fps: float, num_frames: Optiona
 def mfcc(audio: np.ndarray, sample_rate: int, fps: float, num_frames: Optional[int] = None) -> np.ndarray:
     """SyncNet-style MFCC of float ``audio`` ``[N]`` in [-1, 1]: float32 ``[round(T * 100 / fps), 13]``.
 
-    python_speech_features defaults on ``audio * 32768`` (the int16 values SyncNet reads from wav files); the FFT
-    size is raised from psf's 512 only when a 25 ms window is longer (rates above 20.48 kHz)."""
+    python_speech_features defaults on ``audio * 32768`` (the int16 values SyncNet reads from wav files) at
+    SyncNet's 16 kHz. Other rates are resampled first: psf rounds its 10 ms step to whole samples (221 at 22.05 kHz),
+    which would drift the rows from the video frames (by about 4 frames after a minute at 22.05 kHz)."""
     frames = _num_frames(len(audio), sample_rate, fps, num_frames)
     rows = int(round(frames * MFCC_RATE / fps))
-    nfft = max(512, _next_pow2(int(math.ceil(MFCC_WINLEN * sample_rate))))
-    feats = psf.mfcc(np.asarray(audio, dtype=np.float64) * 32768.0, samplerate=sample_rate, nfft=nfft)
+    audio = np.asarray(audio, dtype=np.float32)
+    if sample_rate != MFCC_SAMPLE_RATE:
+        audio = resample(audio, sample_rate, MFCC_SAMPLE_RATE)
+    feats = psf.mfcc(audio.astype(np.float64) * 32768.0, samplerate=MFCC_SAMPLE_RATE)
     if len(feats) < rows:  # repeat the last row: psf's final frame already reaches the end of the signal
         feats = np.concatenate([feats, np.repeat(feats[-1:], rows - len(feats), axis=0)])
     return feats[:rows].astype(np.float32)

@@ -104,16 +104,14 @@ def _decode_audio(container: av.container.InputContainer, path: Path) -> tuple[O
         return None, 0
     stream = container.streams.audio[0]
     chunks = []
+    # libswresample converts every sample format (u8, s16, s32, double, packed or planar) to planar float in
+    # [-1, 1]: [C, n] per frame
+    to_float = av.AudioResampler(format="fltp")
     try:
-        for frame in container.decode(stream):
-            data = frame.to_ndarray()
-            channels = len(frame.layout.channels)
-            if not frame.format.is_planar:              # packed: [1, n * C] interleaved
-                data = data.reshape(-1, channels).T
-            if np.issubdtype(data.dtype, np.integer):     # s16/s32 PCM (e.g. from a wav-in-mov) -> [-1, 1]
-                data = data.astype(np.float32) / float(-np.iinfo(data.dtype).min)
-            data = data.astype(np.float32, copy=False)
-            chunks.append(data.mean(axis=0) if channels > 1 else data[0])
+        for frame in [*container.decode(stream), None]:       # None flushes the converter
+            for converted in to_float.resample(frame):
+                data = converted.to_ndarray()
+                chunks.append(data.mean(axis=0) if len(data) > 1 else data[0])
     except av.FFmpegError as exc:
         raise DataError(f"cannot decode the audio of {path}: {exc}") from None
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
