@@ -114,6 +114,8 @@ def worker(rank: int, store: str, out: str) -> None:
             if abs(synced_value - single_value) > 1e-6 * abs(single_value):
                 raise AssertionError(f"rank {rank} {synced.variant}: synced {synced_value} != single {single_value}")
             results[synced.variant] = (synced_value, single_value)
+        if synced_metrics[5].sample_counts() != (5, 5):                            # FrechetDistance, all ranks
+            raise AssertionError(f"rank {rank}: synced FID sample counts {synced_metrics[5].sample_counts()}")
         counts = synced_metrics[4].counts()                                        # LandmarkDistance
         if counts != {"clips": 4, "empty_clips": 1, "frames": 20, "skipped_frames": 5}:
             raise AssertionError(f"rank {rank}: synced landmark counts {counts}")

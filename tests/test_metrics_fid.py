@@ -141,6 +141,15 @@ def test_metric_keeps_extractor_frozen_and_validates():
     metric.update(torch.rand(3, 3, 8, 8), real=False)
     with pytest.raises(RuntimeError, match="at least 2 real"):
         metric.compute()
+    assert metric.sample_counts() == (1, 3)                                        # what compute() checks
+
+
+def test_metric_states_and_extractor_may_live_on_another_device():
+    metric = FrechetDistance(PoolFeatures(), num_features=16)
+    metric.to("meta")                                                              # e.g. the GPU DDP syncs on
+    assert metric.real_sum.device.type == "meta"
+    metric.update(torch.rand(3, 3, 8, 8), real=True)                               # CPU input follows the extractor
+    assert metric.real_outer_sum.device.type == "meta" and metric.real_count.device.type == "meta"
 
 
 @pytest.mark.parametrize("kwargs, fragment", [

@@ -93,7 +93,17 @@ def test_psnr_matches_skimage_per_image(rgb_pairs):
     ours8 = F.psnr(to_torch(p8), to_torch(t8), data_range=255)
     np.testing.assert_allclose(ours8.numpy(), [peak_signal_noise_ratio(t, p, data_range=255) for p, t in zip(p8, t8)],
                                rtol=1e-12)
-    assert torch.isinf(F.psnr(to_torch(t8), to_torch(t8), 255)).all()
+    # identical images: the README's 100 dB cap, not skimage's inf
+    assert (F.psnr(to_torch(t8), to_torch(t8), 255) == F.PSNR_MAX_DB).all() and F.PSNR_MAX_DB == 100.0
+
+
+def test_psnr_class_counts_an_identical_image_as_100_db(rgb_pairs):
+    target, pred = (to_torch(x) for x in rgb_pairs)
+    metric = PSNR(data_range=1.0)
+    metric.update(target[:1], target[:1])                                          # reproduced exactly
+    metric.update(pred[1:], target[1:])
+    others = [peak_signal_noise_ratio(t, p, data_range=1.0) for p, t in zip(rgb_pairs[1][1:], rgb_pairs[0][1:])]
+    assert float(metric.compute()) == pytest.approx(np.mean([100.0, *others]), rel=1e-12)
 
 
 def test_psnr_class_is_mean_of_images_not_pooled(rgb_pairs):

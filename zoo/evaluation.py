@@ -3,7 +3,9 @@
 :class:`ClipEvaluator` scores the :class:`~zoo.model.GeneratedClip` returned by ``validate``/``test``/``predict``
 steps against the batch's ground truth, writes the generated clips as mp4 with the driving audio, gathers the
 per-clip results from all DDP ranks (de-duplicated by dataset index, so padding samples added by the distributed
-sampler never count twice) and writes ``results/<stage>.json`` in the run directory.
+sampler never count twice) and writes ``results/<stage>.json`` in the run directory: per clip its metrics and
+``skipped`` counts (e.g. frames whose landmark detection failed, :data:`~zoo.metrics.suite.SKIPPED_COUNTS`), and
+their means and totals over clips (``aggregate``, ``skipped``).
 
 :class:`ValidationVideos` renders a few validation clips (ground truth | generated, with sound) at the end of each
 validation epoch of a fit and sends them to the logger.
@@ -21,7 +23,7 @@ from pytorch_lightning.callbacks import Callback
 
 from zoo.io.atomic import write_json
 from zoo.io.video import write_video
-from zoo.metrics.suite import MetricSuite
+from zoo.metrics.suite import SKIPPED_COUNTS, MetricSuite
 from zoo.model import GeneratedClip, ZooModule, to_uint8_hwc
 from zoo.tracking import log_video_file
 
@@ -44,6 +46,15 @@ def aggregate(records: list[dict]) -> dict[str, float]:
         values = [r["metrics"][name] for r in records if name in r["metrics"] and math.isfinite(r["metrics"][name])]
         result[name] = float(np.mean(values)) if values else float("nan")
     return result
+
+
+def total_skipped(records: list[dict]) -> dict[str, int]:
+    """Sum over clips of each per-clip ``skipped`` count (only the counts the metrics run produced)."""
+    totals: dict[str, int] = {}
+    for record in records:
+        for name, count in record.get("skipped", {}).items():
+            totals[name] = totals.get(name, 0) + count
+    return totals
 
 
 class ClipEvaluator(Callback):
@@ -72,9 +83,12 @@ class ClipEvaluator(Callback):
             self.suite = self.suite_factory(trainer.datamodule)
 
     # Lightning hook plumbing: one handler for validate / test / predict.
-    def _reset(self, *args) -> None:
+    def _reset(self, trainer, pl_module) -> None:
         self.records, self.videos_written = [], 0
         if self.suite is not None:
+            # FID's sum states must be where the DDP backend syncs them (NCCL: the module's GPU); by the epoch start
+            # Lightning has put the module on its device.
+            self.suite.to(pl_module.device)
             self.suite.reset()
 
     on_validation_epoch_start = on_test_epoch_start = on_predict_epoch_start = _reset
@@ -93,13 +107,15 @@ class ClipEvaluator(Callback):
         if not isinstance(clip, GeneratedClip):
             return
         if score and self.suite is not None:
-            metrics = self.suite.score(batch, clip.frames)
+            scores = self.suite.score_clips(batch, clip.frames)
         else:
-            metrics = [{} for _ in range(clip.frames.shape[0])]
+            scores = None
         limit = self.save_videos if stage != "predict" else -1
         for i, clip_id in enumerate(batch["clip_id"]):
             record = {"clip_id": clip_id, "sample_index": int(batch["sample_index"][i]),
-                      "start": int(batch["start"][i]), "metrics": metrics[i]}
+                      "start": int(batch["start"][i]), "metrics": scores[i].metrics if scores else {}}
+            if scores:
+                record["skipped"] = scores[i].skipped
             if limit < 0 or self.videos_written < limit:
                 path = self._write(trainer, stage, clip, batch, i)
                 record["video"] = str(path)
@@ -129,7 +145,9 @@ class ClipEvaluator(Callback):
         if trainer.is_global_zero:
             dataset = trainer.datamodule.dataset
             split = getattr(trainer.datamodule.cfg, f"{'val' if stage == 'val' else stage}_split")
+            skipped = total_skipped(records)
             payload = {"stage": stage, "num_clips": len(records), "aggregate": summary, "clips": records,
+                       "skipped": {"counts": skipped, "meaning": {k: SKIPPED_COUNTS[k] for k in skipped}},
                        "dataset": {"name": dataset.name, "version": dataset.version, "split": split,
                                    "root": str(dataset.root)},
                        "metrics": self.suite.describe() if self.suite is not None and stage != "predict" else {},

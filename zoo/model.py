@@ -15,6 +15,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from zoo.errors import DataError
+
 
 @dataclass
 class GeneratedClip:
@@ -35,6 +37,15 @@ class GeneratedClip:
     def __post_init__(self):
         if self.frames.dim() != 5 or self.frames.shape[2] != 3:
             raise ValueError(f"GeneratedClip.frames must be [B, T, 3, H, W], got {tuple(self.frames.shape)}")
+        require_float_frames(self.frames, "GeneratedClip.frames")
+
+
+def require_float_frames(frames: torch.Tensor, what: str) -> None:
+    """One line unless ``frames`` are floating point: the metrics and the video writer read [0, 1] floats, and
+    uint8 0..255 would be clamped, not rescaled."""
+    if not torch.is_floating_point(frames):
+        raise DataError(f"{what} must be float in [0, 1], got {frames.dtype} (convert uint8 frames with "
+                        f"zoo.model.frames_to_float)")
 
 
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,10 @@ import torch
 from scipy import linalg
 from torch import nn
 from torchmetrics import Metric
+from torchmetrics.metric import jit_distributed_available
+from torchmetrics.utilities.distributed import gather_all_tensors
+
+from zoo.metrics.backbones import module_device
 
 
 def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +133,9 @@ class FrechetDistance(Metric):
 
     @torch.no_grad()
     def features(self, images: Any) -> torch.Tensor:
-        """float64 [N, D] features of a batch."""
+        """float64 [N, D] features of a batch, on the extractor's device (tensor input is moved there first)."""
+        if isinstance(images, torch.Tensor):
+            images = images.to(module_device(self.feature_extractor))
         out = self.feature_extractor(images)
         if isinstance(out, (list, tuple)):
             out = out[-1]
@@ -140,7 +146,8 @@ class FrechetDistance(Metric):
 
     def update(self, images: Any, real: bool) -> None:
         """Add a batch of real (``real=True``) or generated images to their distribution's statistics."""
-        features = self.features(images)
+        # The states may live elsewhere than the extractor's input (e.g. on the GPU that DDP syncs them on).
+        features = self.features(images).to(self.real_sum.device)
         kind = "real" if real else "fake"
         setattr(self, f"{kind}_sum", getattr(self, f"{kind}_sum") + features.sum(0))
         setattr(self, f"{kind}_outer_sum", getattr(self, f"{kind}_outer_sum") + features.T @ features)
@@ -155,6 +162,15 @@ class FrechetDistance(Metric):
         mean = getattr(self, f"{kind}_sum") / count
         cov = (getattr(self, f"{kind}_outer_sum") - count * torch.outer(mean, mean)) / (count - 1)
         return mean, cov
+
+    def sample_counts(self) -> tuple[int, int]:
+        """(real, generated) sample counts summed over all processes, as :meth:`compute` will see them (it needs at
+        least 2 of each). A collective under DDP: every process must call it. Gathers only the two counts."""
+        counts = torch.stack([self.real_count, self.fake_count])
+        if self.sync_on_compute and jit_distributed_available():
+            gather = self.dist_sync_fn or gather_all_tensors
+            counts = torch.stack(gather(counts, self.process_group)).sum(0)
+        return int(counts[0]), int(counts[1])
 
     def compute(self) -> torch.Tensor:
         """float64 scalar Fréchet distance between the real and generated statistics."""

@@ -5,7 +5,7 @@ Each function follows one reference implementation of the talking-head literatur
 caller's (or the metric class's) job, always as a mean of per-item values.
 
 =========================  ==============================================================================
-``psnr``                   per image, ``10 log10(range^2 / MSE)`` (skimage ``peak_signal_noise_ratio``)
+``psnr``                   per image, ``10 log10(range^2 / MSE)`` (skimage), capped at 100 dB
 ``ssim``                   per image, variants ``"wang"`` / ``"skimage-default"`` (:mod:`zoo.metrics.ssim`)
 ``lmd`` / ``lmd_frames``   M-LMD / F-LMD per clip / per frame (EAMM/EAT/StyleTalk ``test_lmd.py``)
 ``cpbd``                   per image, the ``cpbd`` 1.0.7 package, vectorised (:mod:`zoo.metrics.cpbd`)
@@ -28,29 +28,33 @@ from zoo.metrics.ssim import SSIM_VARIANTS, ssim
 from zoo.metrics.sync import sync_scores
 
 __all__ = ["psnr", "ssim", "lmd", "lmd_frames", "centred_points", "cpbd", "frechet_distance", "feature_statistics",
-           "lpips", "sync_scores", "csim", "SSIM_VARIANTS", "LANDMARK_REGIONS"]
+           "lpips", "sync_scores", "csim", "SSIM_VARIANTS", "LANDMARK_REGIONS", "PSNR_MAX_DB"]
 
 # iBUG-68 point ranges: the mouth is points 48-67 (outer and inner lips), the face all 68.
 LANDMARK_REGIONS = {"mouth": slice(48, 68), "face": slice(0, 68)}
 MOUTH = LANDMARK_REGIONS["mouth"]
+# PSNR of identical images is infinite; the README protocol counts them as 100 dB so that means stay finite.
+PSNR_MAX_DB = 100.0
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """PSNR per image, in dB (not one pooled MSE: averaging per-image values is the convention).
 
-    Equals skimage's ``peak_signal_noise_ratio(target, pred, data_range=data_range)`` image by image.
+    Equals skimage's ``peak_signal_noise_ratio(target, pred, data_range=data_range)`` image by image, except that
+    values are capped at :data:`PSNR_MAX_DB` (README "Metric protocols": identical images count as 100 dB, where
+    skimage gives ``inf``).
 
     Args:
         pred, target: [..., C, H, W] with values in ``[0, data_range]``.
         data_range: the value range (1.0 for [0, 1] floats, 255 for the uint8 scale).
 
     Returns:
-        float64 [...] one value per image; identical images give ``inf``.
+        float64 [...] one value per image, at most :data:`PSNR_MAX_DB` (identical images give exactly that).
     """
     if pred.shape != target.shape:
         raise ValueError(f"psnr: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
     mse = (pred.double() - target.double()).pow(2).flatten(-3).mean(-1)
-    return 10.0 * torch.log10(data_range ** 2 / mse)
+    return (10.0 * torch.log10(data_range ** 2 / mse)).clamp(max=PSNR_MAX_DB)
 
 
 def centred_points(landmarks: torch.Tensor, region: str = "mouth") -> torch.Tensor:

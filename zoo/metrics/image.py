@@ -42,7 +42,8 @@ class PSNR(MeanOfScores):
     image seen (4 images: 19.60 dB pooled vs 25.43 dB per-image mean, metrics.md §8).
 
     As input to ``update``: ``pred``, ``target`` [..., C, H, W] in ``[0, data_range]``.
-    As output of ``compute``: float64 scalar (``inf`` if an image was reproduced exactly).
+    As output of ``compute``: float64 scalar; an image reproduced exactly counts as
+    :data:`~zoo.metrics.functional.PSNR_MAX_DB` (100 dB), as in the README protocol and the metric suite.
 
     Args:
         data_range: value range of the images (1.0 for [0, 1] floats, 255 for the uint8 scale).

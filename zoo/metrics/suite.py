@@ -5,6 +5,10 @@ SSIM (both variants), PSNR, CPBD, CSIM (generated frames vs the clip's reference
 LSE-D, LPIPS when its trunk weights are present. Per dataset: FID (feature statistics summed, so they sync under
 DDP). Result keys carry the backbone, e.g. ``FID[inception]`` vs ``FID[synth-id]``.
 
+What a metric could not score is counted per clip (:class:`ClipScores` ``skipped``): frames whose landmark
+detection failed (left out of M-LMD / F-LMD), clips without any such frame, and clips too short for one SyncNet
+window (their Sync_conf / LSE-D are NaN and left out of the means).
+
 Two backbone sets (:class:`Backbones`): the official networks for real video (FAN, ArcFace iresnet100, the
 pytorch-fid Inception, SyncNet; :func:`official_backbones`) and the synthetic-domain evaluator kit for the embedded
 corpus (:mod:`zoo.evaluators.kit`), whose identity embedder's pooled features replace Inception's.
@@ -21,8 +25,8 @@ from torch import nn
 from zoo.metrics import functional as F
 from zoo.metrics.fid import FrechetDistance
 from zoo.metrics.identity import align_faces, csim
-from zoo.metrics.sync import sync_scores, video_variant
-from zoo.model import to_uint8_hwc
+from zoo.metrics.sync import VIDEO_WINDOW, num_windows, sync_scores, video_variant
+from zoo.model import require_float_frames, to_uint8_hwc
 
 ALL_METRICS = ("lmd", "ssim", "psnr", "cpbd", "csim", "fid", "sync", "lpips")
 LEARNED_METRICS = {"lmd", "csim", "fid", "sync", "lpips"}   # the ones that need backbone networks
@@ -61,6 +65,24 @@ def luma(frames_uint8: np.ndarray) -> np.ndarray:
     """uint8 [..., H, W, 3] RGB -> uint8 [..., H, W] luma, PIL's ``convert('L')`` integer arithmetic."""
     rgb = frames_uint8.astype(np.uint32)
     return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+# Per-clip counts of what could not be scored (ClipScores.skipped; totals in the results JSON).
+SKIPPED_COUNTS = {
+    "lmd_frames": "frames left out of M-LMD / F-LMD: landmark detection failed on the generated or ground-truth frame",
+    "lmd_clips": "clips left out of M-LMD / F-LMD: no frame with both detections",
+    "sync_clips": f"clips left out of Sync_conf / LSE-D: shorter than one SyncNet window ({VIDEO_WINDOW + 1} frames "
+                  "and their audio)",
+}
+
+
+@dataclass
+class ClipScores:
+    """One clip's result: ``metrics`` (result key -> value, NaN where the clip could not be scored) and ``skipped``
+    (the :data:`SKIPPED_COUNTS` that apply to the metrics run -> count for this clip)."""
+
+    metrics: dict[str, float]
+    skipped: dict[str, int]
 
 
 def _finite_mean(values) -> float:
@@ -108,13 +130,17 @@ class MetricSuite:
             "SSIM[wang]": "11x11 Gaussian sigma 1.5, population covariance, valid region, RGB mean",
             "SSIM[skimage-default]": "7x7 uniform window, sample covariance, per-channel mean",
             "CPBD": f"cpbd 1.0.7 algorithm, vectorised; {LUMA}",
-            self.names["m_lmd"]: f"mouth 48-67, per-frame mean-centred, landmarks by {n.get('landmarks')} on both",
-            self.names["f_lmd"]: f"face 0-67, per-frame mean-centred, landmarks by {n.get('landmarks')} on both",
+            self.names["m_lmd"]: f"mouth 48-67, per-frame mean-centred, landmarks by {n.get('landmarks')} on both; "
+                                 "failed detections skipped and counted",
+            self.names["f_lmd"]: f"face 0-67, per-frame mean-centred, landmarks by {n.get('landmarks')} on both; "
+                                 "failed detections skipped and counted",
             self.names["csim"]: f"cosine of {n.get('identity')} embeddings, 5-point alignment to 112x112, "
                                 "generated frames vs the clip's reference frame",
             self.names["sync_conf"]: "syncnet_python evaluate, LSE-C = median - min; "
-                                     + video_variant(self.backbones.syncnet),
-            self.names["lse_d"]: "syncnet_python evaluate, LSE-D = min over +-15 offsets of mean distance",
+                                     + video_variant(self.backbones.syncnet)
+                                     + "; clips shorter than one window skipped and counted",
+            self.names["lse_d"]: "syncnet_python evaluate, LSE-D = min over +-15 offsets of mean distance; clips "
+                                 "shorter than one window skipped and counted",
             self.names["fid"]: f"Frechet distance of {n.get('fid')} features, generated vs ground-truth frames",
             "LPIPS[alex]": "lpips 0.1.4 alex v0.1, inputs in [-1, 1]",
         }
@@ -127,23 +153,40 @@ class MetricSuite:
                 "csim": ["csim"], "sync": ["sync_conf", "lse_d"], "fid": ["fid"], "lpips": ["lpips"]}
         return [self.names[k] for m in self.metrics for k in keys[m]]
 
-    @torch.no_grad()
-    def score(self, batch: dict, frames: torch.Tensor) -> list[dict[str, float]]:
-        """Per-clip scores of generated ``frames`` (float [B, T, 3, H, W] in [0, 1]) against ``batch``."""
-        target = batch["frames"]
-        results = []
-        for i in range(frames.shape[0]):
-            results.append(self._score_clip(frames[i].float().cpu(), target[i].cpu(), batch, i))
-        return results
+    def to(self, device: torch.device | str) -> "MetricSuite":
+        """Put the dataset-level metric (FID: its sum states and feature network) on ``device``.
 
-    def _score_clip(self, pred: torch.Tensor, target_u8: torch.Tensor, batch: dict, i: int) -> dict[str, float]:
+        DDP syncs those states with the process group's backend, and NCCL only moves CUDA tensors: the evaluation
+        callback calls this with the LightningModule's device. The per-clip metrics run on their networks' devices.
+        """
+        if self.fid is not None:
+            self.fid.to(device)
+        return self
+
+    def score(self, batch: dict, frames: torch.Tensor) -> list[dict[str, float]]:
+        """Per-clip scores (result key -> value) of generated ``frames`` (float [B, T, 3, H, W] in [0, 1])."""
+        return [clip.metrics for clip in self.score_clips(batch, frames)]
+
+    @torch.no_grad()
+    def score_clips(self, batch: dict, frames: torch.Tensor) -> list[ClipScores]:
+        """Per-clip scores and skip counts of generated ``frames`` (float [B, T, 3, H, W] in [0, 1]).
+
+        Raises:
+            DataError: ``frames`` are not floating point (uint8 frames would be clamped to 0/1, not rescaled).
+        """
+        require_float_frames(frames, "generated frames")
+        target = batch["frames"]
+        return [self._score_clip(frames[i].float().cpu(), target[i].cpu(), batch, i) for i in range(frames.shape[0])]
+
+    def _score_clip(self, pred: torch.Tensor, target_u8: torch.Tensor, batch: dict, i: int) -> ClipScores:
         out: dict[str, float] = {}
+        skipped: dict[str, int] = {}
         pred = pred.clamp(0, 1)
         target = target_u8.float() / 255.0
         pred_u8 = to_uint8_hwc(pred)
         target_hwc = to_uint8_hwc(target_u8)
         if "psnr" in self.metrics:
-            out[self.names["psnr"]] = float(F.psnr(pred, target).clamp(max=100.0).mean())  # identical: 100 dB
+            out[self.names["psnr"]] = float(F.psnr(pred, target).mean())      # identical images: F.PSNR_MAX_DB
         if "ssim" in self.metrics:
             out[self.names["ssim_wang"]] = float(F.ssim(pred, target, "wang", 1.0).mean())
             out[self.names["ssim_skimage"]] = float(F.ssim(pred, target, "skimage-default", 1.0).mean())
@@ -155,8 +198,11 @@ class MetricSuite:
         if "lmd" in self.metrics:
             target_lm = np.asarray(self.backbones.landmarker(target_hwc), dtype=np.float64)
             p, t = torch.from_numpy(pred_lm)[None], torch.from_numpy(target_lm)[None]
-            out[self.names["m_lmd"]] = float(F.lmd(p, t, "mouth")[0])
-            out[self.names["f_lmd"]] = float(F.lmd(p, t, "face")[0])
+            m_lmd, skipped_frames = F.lmd(p, t, "mouth", return_skipped=True)
+            out[self.names["m_lmd"]] = float(m_lmd[0])
+            out[self.names["f_lmd"]] = float(F.lmd(p, t, "face")[0])      # skips the same frames as the mouth
+            skipped["lmd_frames"] = int(skipped_frames[0])
+            skipped["lmd_clips"] = int(m_lmd[0].isnan())                   # no frame with both detections
         if "csim" in self.metrics:
             ref = batch["ref_frames"][i, :1].cpu()                       # uint8 [1, 3, H, W]
             ref_hwc = to_uint8_hwc(ref)
@@ -164,14 +210,20 @@ class MetricSuite:
             sims = csim(pred_u8, ref_hwc, self.backbones.embedder, pred_landmarks=pred_lm, ref_landmarks=ref_lm)
             out[self.names["csim"]] = _finite_mean(sims)
         if "sync" in self.metrics and "audio" in batch:
-            score = sync_scores(pred_u8, batch["audio"][i].float().cpu().numpy(), self.backbones.syncnet)
-            out[self.names["sync_conf"]] = float(score.lse_c)
-            out[self.names["lse_d"]] = float(score.lse_d)
+            audio = batch["audio"][i].float().cpu().numpy()
+            too_short = num_windows(len(pred_u8), len(audio)) < 1
+            skipped["sync_clips"] = int(too_short)
+            if too_short:        # one short clip must not abort the run: NaN, left out of the means, counted
+                out[self.names["sync_conf"]] = out[self.names["lse_d"]] = float("nan")
+            else:
+                score = sync_scores(pred_u8, audio, self.backbones.syncnet)
+                out[self.names["sync_conf"]] = float(score.lse_c)
+                out[self.names["lse_d"]] = float(score.lse_d)
         if "lpips" in self.metrics:
             out[self.names["lpips"]] = float(F.lpips(pred * 2 - 1, target * 2 - 1, self.backbones.lpips).mean())
         if self.fid is not None:
             self._update_fid(pred, pred_u8, pred_lm, target, target_hwc, target_lm)
-        return out
+        return ClipScores(out, skipped)
 
     @property
     def _fid_aligned(self) -> bool:
@@ -192,13 +244,13 @@ class MetricSuite:
                 self.fid.update(faces, real=real)
 
     def dataset_scores(self) -> dict[str, float]:
-        """Dataset-level metrics (FID), synced across DDP ranks by the metric's sum states."""
+        """Dataset-level metrics (FID), synced across DDP ranks by the metric's sum states (a collective: every rank
+        calls it). FID is NaN when either side has fewer than 2 samples (no covariance); other errors propagate."""
         if self.fid is None:
             return {}
-        try:
-            return {self.names["fid"]: float(self.fid.compute())}
-        except RuntimeError:   # fewer than 2 samples on one side
+        if min(self.fid.sample_counts()) < 2:
             return {self.names["fid"]: float("nan")}
+        return {self.names["fid"]: float(self.fid.compute())}
 
     def reset(self) -> None:
         if self.fid is not None:
