@@ -87,6 +87,10 @@ def test_verification_helpers():
     assert ie.balanced_accuracy(scores, same, 2.0) == 0.5                    # rejects everything
     assert ie.balanced_accuracy(scores, same, -2.0) == 0.5                   # accepts everything
     assert ie._auc(scores, same) == 1.0
+    tied, tied_same = torch.tensor([0.5, 0.5, 0.2, 0.9]), torch.tensor([False, True, False, True])
+    threshold, accuracy = ie.best_threshold(tied, tied_same)          # 0.5 and 0.5 cannot be told apart
+    assert accuracy == ie.balanced_accuracy(tied, tied_same, threshold) == 0.75
+    assert ie._auc(tied, tied_same) == 0.875                           # the tied pair counts one half
     only_negative = torch.zeros(3, dtype=torch.bool)
     assert all(math.isnan(v) for v in ie.best_threshold(torch.rand(3), only_negative))
     # balanced: 1 of 2 positives and 3 of 3 negatives right -> (0.5 + 1) / 2

@@ -11,7 +11,7 @@ from zoo.config import config_dir
 from zoo.data.clip_format import open_dataset
 from zoo.data.fake import write_fake_dataset
 from zoo.errors import ConfigError
-from zoo.evaluators.kit import (KIT_MODELS, SPEAKERS, ensure_kit, kit_backbones, kit_path, load_kit_modules,
+from zoo.evaluators.kit import (KIT_MODELS, KIT_VERSION, SPEAKERS, ensure_kit, kit_backbones, kit_path, load_kit_modules,
                                 speakers_config, split_overrides)
 from zoo.synth import SynthConfig, clip_plan
 from zoo.synth.identity import make_identity
@@ -86,3 +86,14 @@ def test_quick_kit_trains_loads_and_refuses_a_tampered_file(tiny_corpus, tmp_pat
     (target / "kit.json").write_text(json.dumps(info))
     one_line_error(lambda: load_kit_modules(target), "kit_version 1, expected")
     one_line_error(lambda: load_kit_modules(tmp_path), "kit.json missing")
+    (target / "kit.json").write_text(json.dumps(info)[:30])
+    one_line_error(lambda: load_kit_modules(target), f"{target / 'kit.json'}: unreadable",
+                   "delete the kit directory to retrain it")
+    info["kit_version"] = KIT_VERSION
+    del info["models"]["landmark_detector"]
+    (target / "kit.json").write_text(json.dumps(info))
+    one_line_error(lambda: load_kit_modules(target), "models.landmark_detector is missing or malformed")
+    (target / "kit.json").unlink()                                       # an interrupted kit: progress.json left
+    (target / "progress.json").write_text("[1, 2]")
+    one_line_error(lambda: ensure_kit(tiny_corpus, tmp_path, SMOKE_KIT), f"{target / 'progress.json'}: expected a "
+                   "JSON object")

@@ -114,12 +114,14 @@ def test_discriminator_layout_and_norms():
 
 def test_multiscale_rejects_too_small_input():
     disc = MultiscaleDiscriminator(3, ndf=8, num_scales=2)
-    assert disc.min_input_size == 16
+    assert disc.min_input_size == 15
     with pytest.raises(ValueError, match="8x12"):
         disc(torch.randn(1, 3, 8, 12))
+    with pytest.raises(ValueError, match="inputs of at least 15x15"):
+        disc(torch.randn(1, 3, 14, 15))
     with pytest.raises(ValueError, match=r"expects \[B, C, H, W\] input, got shape \(3, 16, 16\)"):
         disc(torch.randn(3, 16, 16))
-    assert len(disc(torch.randn(1, 3, 16, 16))) == 2        # the smallest accepted size works
+    assert len(disc(torch.randn(1, 3, 15, 15))) == 2        # the smallest accepted size works
     three = MultiscaleDiscriminator(3, ndf=8, num_scales=3)
     assert all(h > 0 and w > 0 for h, w in three.patch_sizes(64, 64))
     assert len(three(torch.randn(1, 3, 64, 64))) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 
 import av
 import pytest
@@ -204,6 +205,17 @@ def test_wandb_offline_run_holds_config_losses_videos(capsys, tiny_corpus, runs,
     assert config_values(log)["model"]["hidden_size"] == 32
     test_run = next((tmp_path / "runs" / "static" / "smoke" / "wandb").glob("offline-run-*"))
     assert list((test_run / "files" / "media" / "videos").rglob("*.mp4"))
+
+
+def test_wandb_disabled_stays_disabled_for_every_run_of_the_process(capsys, tiny_corpus, runs, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    for name in ("first", "second"):                 # e.g. the runs of one `zoo bench`
+        code, err = zoo(capsys, "test", "--model", "static", *SMOKE, runs, "logger=wandb", "eval.metrics=[psnr]",
+                        f"run.name={name}")
+        assert code == 0, err
+        assert os.environ["WANDB_MODE"] == "disabled"
+    assert not list((tmp_path / "runs").rglob("offline-run-*"))
 
 
 def test_validation_videos_every_n_epochs_and_the_last(tmp_path):

@@ -71,8 +71,10 @@ def build_logger(cfg: DictConfig, run_dir: Path, job_type: str):
     os.environ.setdefault("WANDB_DIR", str(run_dir))
     logger = WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
                          tags=list(cfg.logger.tags) or None, name=f"{cfg.run.model}/{run_dir.name}",
-                         save_dir=str(run_dir), id=_stable_run_id(run_dir), offline=mode != "online",
-                         mode=mode, job_type=job_type, resume="allow")
+                         save_dir=str(run_dir), id=_stable_run_id(run_dir),
+                         # offline=True makes Lightning set WANDB_MODE=dryrun for the whole process, which would
+                         # turn a later run's "disabled" into offline runs
+                         offline=mode == "offline", mode=mode, job_type=job_type, resume="allow")
     logger.log_hyperparams(config)
     return logger
 

@@ -29,6 +29,7 @@ from typing import ClassVar, List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from torch import nn
 
 from zoo.errors import ConfigError, DataError
@@ -231,7 +232,9 @@ def best_threshold(scores: torch.Tensor, same: torch.Tensor) -> tuple[float, flo
     rejected_pos = torch.cat([pos.new_zeros(1), pos.cumsum(0)])
     rejected_neg = torch.cat([pos.new_zeros(1), (1 - pos).cumsum(0)])
     acc = 0.5 * ((pos.sum() - rejected_pos) / pos.sum() + rejected_neg / (1 - pos).sum())
-    k = int(acc.argmax())
+    # a threshold cannot split equal scores: only cut between distinct neighbours (or outside every score)
+    between_distinct = torch.cat([torch.tensor([True]), s[1:] > s[:-1], torch.tensor([True])])
+    k = int(acc.masked_fill(~between_distinct, -1.0).argmax())
     edges = torch.cat([s[:1] - 1e-6, s, s[-1:] + 1e-6])
     return float(0.5 * (edges[k] + edges[k + 1])), float(acc[k])
 
@@ -240,8 +243,7 @@ def _auc(scores: torch.Tensor, same: torch.Tensor) -> float:
     """ROC AUC = P(score of a same-identity pair > score of a different-identity pair) (Mann-Whitney)."""
     if not bool(same.any()) or bool(same.all()):
         return float("nan")
-    ranks = torch.empty_like(scores)
-    ranks[torch.argsort(scores)] = torch.arange(1, len(scores) + 1, dtype=scores.dtype)
+    ranks = torch.from_numpy(rankdata(scores.double().numpy(), method="average"))   # ties share their mean rank
     n_pos, n_neg = int(same.sum()), int((~same).sum())
     return float((ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

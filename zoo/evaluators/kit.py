@@ -154,7 +154,7 @@ def ensure_kit(data_root: str | Path, kit_dir: Optional[str | Path] = None, over
     speakers = speakers_config(dataset, speaker_counts)     # checked before any model trains
     target.mkdir(parents=True, exist_ok=True)
     progress = target / "progress.json"     # finished models survive an interruption
-    models = json.loads(progress.read_text()) if progress.is_file() else {}
+    models = _read_record(progress) if progress.is_file() else {}
     for name in KIT_MODELS:
         if name not in models or not (target / models[name]["file"]).is_file():
             print(f"evaluator kit: training {name} on {dataset.name} {dataset.version}", flush=True)
@@ -166,23 +166,38 @@ def ensure_kit(data_root: str | Path, kit_dir: Optional[str | Path] = None, over
     return target
 
 
+def _read_record(path: Path) -> dict:
+    """A kit's JSON record (kit.json, progress.json); one line when it cannot be used."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: unreadable ({error}); delete the kit directory to retrain it") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: expected a JSON object; delete the kit directory to retrain it")
+    return record
+
+
 def load_kit_modules(path: str | Path) -> dict:
     """The kit's trained modules by name (hash-checked, ``weights_only`` loading)."""
     path = Path(path)
     manifest = path / "kit.json"
     if not manifest.is_file():
         raise DataError(f"no evaluator kit at {path} (kit.json missing); `zoo test` with data=synth trains it")
-    info = json.loads(manifest.read_text())
+    info = _read_record(manifest)
     if info.get("kit_version") != KIT_VERSION:
         raise DataError(f"evaluator kit {path}: kit_version {info.get('kit_version')}, expected {KIT_VERSION}")
     modules = {}
     for name in KIT_MODELS:
-        entry = info["models"][name]
-        file = path / entry["file"]
-        if not file.is_file() or sha256_of(file) != entry["sha256"]:
+        try:
+            entry = info["models"][name]
+            file, digest, config = path / entry["file"], entry["sha256"], get_entry(name).config(**entry["config"])
+        except (KeyError, TypeError) as error:
+            raise DataError(f"{manifest}: models.{name} is missing or malformed ({type(error).__name__}: {error}); "
+                            f"delete the kit directory to retrain it") from None
+        if not file.is_file() or sha256_of(file) != digest:
             raise DataError(f"evaluator kit {path}: {entry['file']} is missing or does not match its sha256 "
-                            f"{entry['sha256']}; delete the kit directory to retrain it")
-        module = create_model(name, get_entry(name).config(**entry["config"]))
+                            f"{digest}; delete the kit directory to retrain it")
+        module = create_model(name, config)
         module.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
         modules[name] = module.eval().requires_grad_(False)
     return modules

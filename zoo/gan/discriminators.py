@@ -14,8 +14,9 @@ keep their bias as in pix2pixHD. :class:`MultiscaleDiscriminator` keeps its disc
 pix2pixHD names the same tensors ``scale{S-1-s}_layer{j}.*`` (its finest scale uses the highest index).
 
 Size rule: each scale halves the input (AvgPool2d(3, 2, 1), rounding up) and each discriminator downsamples by
-``2 ** n_layers``, so inputs smaller than ``2 ** (n_layers + num_scales - 1)`` pixels per side leave the coarsest
-discriminator with features made mostly of zero padding; :class:`MultiscaleDiscriminator` refuses them.
+``2 ** n_layers``; a coarsest scale smaller than ``2 ** n_layers`` pixels per side would leave its discriminator
+with features made mostly of zero padding, so :class:`MultiscaleDiscriminator` refuses inputs smaller than
+``(2 ** n_layers - 1) * 2 ** (num_scales - 1) + 1`` pixels per side (15 for 3 layers and 2 scales).
 """
 from __future__ import annotations
 
@@ -130,8 +131,9 @@ class MultiscaleDiscriminator(nn.Module):
 
     @property
     def min_input_size(self) -> int:
-        """Smallest input side: the coarsest scale must still see ``2 ** n_layers`` pixels."""
-        return 2 ** (self.n_layers + self.num_scales - 1)
+        """Smallest input side: the coarsest scale (``ceil`` halved ``num_scales - 1`` times) must still see
+        ``2 ** n_layers`` pixels."""
+        return (2 ** self.n_layers - 1) * 2 ** (self.num_scales - 1) + 1
 
     def scale_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Input ``(h, w)`` of every scale, finest first (AvgPool2d(3, 2, 1) gives ``ceil(size / 2)``)."""

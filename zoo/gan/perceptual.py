@@ -96,8 +96,8 @@ class VGG19PerceptualLoss(nn.Module):
     Args:
         weights_dir: directory holding ``vgg19-dcbb9e9d.pth`` (default: :func:`zoo.weights.get_weights_dir`).
             Ignored when ``state_dict`` is given.
-        layer_weights: ``w_1 .. w_5`` for relu1_1 ... relu5_1 (pix2pixHD/LSP use 1 each). Trailing zero weights
-            stop the forward pass early when ``style_weight`` is 0.
+        layer_weights: ``w_1 .. w_5`` for relu1_1 ... relu5_1 (LSP uses 1 each, pix2pixHD 1/32, 1/16, 1/8, 1/4,
+            1). Trailing zero weights stop the forward pass early when ``style_weight`` is 0.
         style_weight: weight of the style term ``sum_i MSE(G_i(fake), G_i(real))`` over all five layers, with
             per-sample Gram matrices ``G = F F^T / (C H W)``. LSP's style loss is ``3e7 * MSE`` of a Gram matrix
             normalised by ``B C H W`` and mixing the batch; for batch size 1 both agree with ``style_weight=3e7``.
