@@ -21,6 +21,7 @@ import torch
 from lsp.manifold import manifold_projection
 from lsp.networks.headpose import HeadposeSampler, sample
 from lsp.speech import seconds_to_frames
+from zoo.model import head_poses
 
 if TYPE_CHECKING:
     from lsp.model import LSP
@@ -103,7 +104,7 @@ class LSPEngine:
         self.mouth_delay = seconds_to_frames(cfg.mouth.look_ahead_seconds, fps)
         self.pose_ahead = seconds_to_frames(cfg.headpose.look_ahead_seconds, fps)
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        self.poses = None if poses is None else poses.to(self.device, torch.float32)
+        self.poses = None if poses is None else head_poses(poses, "poses").to(self.device)
         self.apc_state: Optional[list[torch.Tensor]] = None
         self.pending_row: Optional[torch.Tensor] = None     # first mel row of a frame whose second row is missing
         self.pairs: dict[int, torch.Tensor] = {}              # frame -> APC pair [2D] (after manifold projection)

@@ -24,7 +24,8 @@ from lsp.stages.headpose import HeadposeConfig
 from lsp.stages.mouth import MouthConfig
 from lsp.stages.renderer import RendererConfig
 from zoo.data.features import FeatureCache, log_mel
-from zoo.errors import ConfigError, WeightsError
+from zoo.errors import ConfigError, DataError, WeightsError
+from zoo.io.audio import mono_float_audio
 from zoo.model import GeneratedClip, TalkingHeadModel
 from zoo.weights import load_checkpoint_state_dict, load_strict, load_torch_file
 
@@ -143,7 +144,11 @@ class LSP(TalkingHeadModel):
         ``poses`` (float [T, 6]) drives the head instead of the sampled motion; ``progress`` shows a bar."""
         from tqdm.auto import tqdm
 
-        mel = torch.from_numpy(log_mel(np.asarray(audio, np.float32), self.sample_rate, self.fps))
+        audio = mono_float_audio(audio, "LSP.predict_audio")
+        try:
+            mel = torch.from_numpy(log_mel(audio, self.sample_rate, self.fps))
+        except ValueError as error:      # too short for one frame's analysis window
+            raise DataError(f"LSP.predict_audio: {error}") from None
         engine = self.engine(self.fps, seed, poses)
         chunk = 2 * int(round(2 * self.fps))          # 2 s of mel rows per step of the progress bar
         outputs = []

@@ -296,10 +296,24 @@ def test_seed_and_pose_file(trained, model, speech, tmp_path, capsys):
         in capsys.readouterr().err
     (tmp_path / "o.mp4").unlink()
     assert main([*common, "--ckpt", str(trained), "--pose", str(bad)]) == 2
-    assert "expected finite head poses of shape (T, 6), got (4, 5)" in capsys.readouterr().err
+    assert f"--pose {bad}: expected head poses of shape (T, 6), got (4, 5)" in capsys.readouterr().err
     assert main([*common, "--ckpt", str(tmp_path)]) == 2
     assert "no checkpoints" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_bad_audio_or_poses_through_the_api_are_one_line(model, speech):
+    _, audio = speech
+    for bad, fragment in [(np.stack([audio, audio]), "expected mono audio [N], got shape (2,"),
+                          ((audio * 32767).astype(np.int16), "expected float samples in [-1, 1], got dtype int16"),
+                          (np.where(np.arange(len(audio)) == 3000, np.nan, audio), "contains NaN or infinite")]:
+        one_line_error(lambda: model.predict_audio(bad), "LSP.predict_audio: ", fragment)
+        one_line_error(lambda: LSPStream(model).push(bad), "StreamingLogMel.push(): ", fragment)
+    one_line_error(lambda: model.predict_audio(audio[:400]), "LSP.predict_audio: ", "400 samples are too few")
+    assert len(model.predict_audio(audio, poses=np.zeros((5, 6))).frames) > 0     # a numpy array is fine
+    for poses, fragment in [(torch.zeros(5, 3), "shape (T, 6), got (5, 3)"), (torch.zeros(0, 6), "got (0, 6)"),
+                            (torch.full((5, 6), float("nan")), "contain NaN or infinite")]:
+        one_line_error(lambda: LSPStream(model, poses=poses), "poses: ", fragment)
 
 
 @pytest.mark.parametrize("chunk_seconds, driven", [(0.013, False), (0.1, False), ("random", False), (0.1, True)])

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from zoo.data import DataConfig, TalkingHeadDataModule
-from zoo.errors import DataError
 from zoo.evaluation import ClipEvaluator
 from zoo.evaluators.sync_network import SyncNetwork
 from zoo.metrics.suite import ALL_METRICS, Backbones, MetricSuite, lpips_if_available, luma

@@ -48,6 +48,20 @@ def require_float_frames(frames: torch.Tensor, what: str) -> None:
                         f"zoo.model.frames_to_float)")
 
 
+def head_poses(value, what: str) -> torch.Tensor:
+    """Head poses float32 ``[T, 6]`` (rotation xyz rad, translation xyz) from an array or tensor; one
+    :class:`DataError` line naming ``what`` unless they are numbers of shape ``[T >= 1, 6]``, all finite."""
+    try:
+        poses = torch.as_tensor(value).float()
+    except (TypeError, ValueError, RuntimeError):
+        raise DataError(f"{what}: expected head poses as numbers of shape (T, 6)") from None
+    if poses.dim() != 2 or poses.shape[1] != 6 or len(poses) == 0:
+        raise DataError(f"{what}: expected head poses of shape (T, 6), got {tuple(poses.shape)}")
+    if not bool(torch.isfinite(poses).all()):
+        raise DataError(f"{what}: head poses contain NaN or infinite values")
+    return poses
+
+
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [..., 3, H, W] in 0..255 -> float32 in [0, 1] (float input passes through)."""
     return frames.float().div_(255.0) if frames.dtype == torch.uint8 else frames

@@ -15,6 +15,7 @@ import torch
 
 from zoo.errors import ConfigError, DataError
 from zoo.harness import best_checkpoint
+from zoo.model import head_poses
 from zoo.registry import get_entry
 
 
@@ -46,9 +47,7 @@ def load_poses(path: str) -> torch.Tensor:
         raise DataError(f"--pose {path}: cannot read a .npy array ({error})") from None
     if not isinstance(poses, np.ndarray):    # an .npz archive
         raise DataError(f"--pose {path}: expected a .npy array, got a {type(poses).__name__}")
-    if poses.ndim != 2 or poses.shape[1] != 6 or len(poses) == 0 or not np.isfinite(poses).all():
-        raise DataError(f"--pose {path}: expected finite head poses of shape (T, 6), got {poses.shape}")
-    return torch.from_numpy(poses.astype(np.float32))
+    return head_poses(poses, f"--pose {path}")
 
 
 def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Optional[str], seed: int = 0,

@@ -1,6 +1,7 @@
 """LSP's Audio2Headpose: an audio-conditioned autoregressive WaveNet over a 12-d head state, single-Gaussian output.
 
-State per frame (12): rotation xyz (degrees) and translation xyz, then their frame-to-frame velocities. Output per
+State per frame (12): rotation xyz and translation xyz, then their frame-to-frame velocities (LSP's are in
+degrees; the zoo feeds radians, each dimension normalised by the person's statistics, :mod:`lsp.person`). Output per
 frame (``2 * 12 + 1 = 25``): one mixture logit (meaningless with one component), 12 means, 12 values ``-log sigma``.
 
 Official names, so ``Audio2Headpose.pkl`` loads key for key after :mod:`lsp.convert` strips ``module.``:

@@ -6,8 +6,8 @@ and returns the rows that need the right reflect padding. For any chunking, ever
 ``log_mel(all_audio, sr, fps)``: the same frames through the same math (it shares
 :func:`~zoo.data.features.log_mel_rows`, :func:`~zoo.data.features.mel_row_starts` and
 :func:`~zoo.data.features.mel_right_padding` with it), so equal to float32 rounding of the mel matrix product
-(~1e-7), and bit for bit with MKL on x86 (see ``_MIN_BATCH_ROWS``; the one exception: a 1-frame stream long
-enough for its first row to come from :meth:`~StreamingLogMel.push`).
+(~1e-7; usually bit for bit with MKL on x86, see ``_MIN_BATCH_ROWS``, but a row can differ in its last bit when
+chunks split the rows into other batches).
 
 Geometry (see :class:`~zoo.data.features.MelRecipe`): the padded signal is the audio with ``pad`` reflected samples
 on the left, so padded sample ``k`` is audio sample ``|k - pad|`` (reflected again at the end of the stream).
@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from zoo.io.audio import mono_float_audio
 from zoo.data.features import (_CHUNK_ROWS, MEL_BANDS, MEL_PER_FRAME, _num_frames, log_mel_rows, mel_recipe,
                                mel_right_padding, mel_row_starts)
 
@@ -97,9 +98,7 @@ class StreamingLogMel:
         if self._closed:
             raise RuntimeError("StreamingLogMel.push() after flush(): the stream has ended; call reset() to start "
                                "a new one")
-        chunk = np.asarray(samples, dtype=np.float32)
-        if chunk.ndim != 1:
-            raise ValueError(f"push() takes 1-D mono audio, got shape {chunk.shape}")
+        chunk = mono_float_audio(samples, "StreamingLogMel.push()")
         if len(chunk) == 0:
             return np.zeros((0, MEL_BANDS), dtype=np.float32)
         self._buffer = np.concatenate([self._buffer, chunk]) if len(self._buffer) else chunk.copy()

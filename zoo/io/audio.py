@@ -16,7 +16,7 @@ from scipy.signal import resample_poly
 from zoo.errors import DataError
 from zoo.io.atomic import atomic_path
 
-__all__ = ["load_audio", "save_audio", "resample", "CONTAINER_SUFFIXES"]
+__all__ = ["load_audio", "save_audio", "resample", "mono_float_audio", "CONTAINER_SUFFIXES"]
 
 # Suffixes decoded through PyAV (libsndfile reads wav/flac/ogg/mp3/aiff/... but not ISO-BMFF/Matroska containers).
 CONTAINER_SUFFIXES = {".mp4", ".m4a", ".mov", ".mkv", ".webm", ".aac", ".avi"}
@@ -53,6 +53,19 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     if audio.size == 0:
         raise DataError(f"audio file {path} has no samples")
     return np.ascontiguousarray(resample(audio, int(rate), int(sample_rate)))
+
+
+def mono_float_audio(samples, what: str) -> np.ndarray:
+    """``samples`` as float32 ``[N]``; one :class:`DataError` line naming ``what`` unless they are 1-D, floating
+    point (int16 PCM values would be read as huge floats) and finite (one NaN poisons a recurrent model's state)."""
+    audio = np.asarray(samples)
+    if audio.ndim != 1:
+        raise DataError(f"{what}: expected mono audio [N], got shape {audio.shape}")
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise DataError(f"{what}: expected float samples in [-1, 1], got dtype {audio.dtype}")
+    if not np.isfinite(audio).all():
+        raise DataError(f"{what}: contains NaN or infinite samples")
+    return audio.astype(np.float32, copy=False)
 
 
 def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
