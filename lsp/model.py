@@ -22,7 +22,7 @@ from lsp.speech import FrozenAPC
 from lsp.stages.apc import APCConfig
 from lsp.stages.headpose import HeadposeConfig
 from lsp.stages.mouth import MouthConfig
-from lsp.stages.renderer import RendererConfig
+from lsp.stages.renderer import RendererConfig, check_renderer_depth
 from zoo.data.features import FeatureCache, log_mel
 from zoo.errors import ConfigError, DataError, WeightsError
 from zoo.io.audio import mono_float_audio
@@ -182,6 +182,11 @@ class LSP(TalkingHeadModel):
         return model.eval()
 
     # ------------------------------------------------------------------------------------------ assembly
+
+    @classmethod
+    def check_frame_size(cls, cfg: LSPConfig, frame_size: int) -> None:
+        """Before any stage trains: the renderer (the last stage) must fit the frames."""
+        check_renderer_depth(cfg.renderer.num_downs, frame_size)
 
     @classmethod
     def stage_model_config(cls, cfg: LSPConfig, key: str, checkpoints: dict[str, Path]):

@@ -192,6 +192,16 @@ def test_assembly_refuses_a_stage_trained_on_another_apc(trained, model, tmp_pat
                    f"'apc' ({checkpoints['apc']}); --force retrains the stages", error=ConfigError)
 
 
+def test_a_renderer_too_deep_for_the_frames_stops_before_any_stage(tiny_corpus, tmp_path, capsys):
+    message = ("error: the renderer's 7 levels need frames divisible by 128, the data has 64 px; set model.num_downs "
+               "(model.renderer.num_downs under `zoo fit --model lsp`)\n")
+    assert main(["fit", "--model", "lsp", *SMALL, f"run.runs_dir={tmp_path}", "model.renderer.num_downs=7"]) == 2
+    assert capsys.readouterr().err == message and not (tmp_path / "lsp" / "smoke" / "apc").exists()
+    assert main(["fit", "--model", "lsp.renderer", "experiment=smoke", "logger=none", "trainer.progress_bar=none",
+                 f"run.runs_dir={tmp_path}", "model.num_downs=7", "model.ngf=8", "model.ndf=8"]) == 2
+    assert capsys.readouterr().err == message                       # the stage alone checks it when it starts
+
+
 def test_unknown_identity_is_one_line(tiny_corpus, tmp_path, capsys):
     assert main(["fit", "--model", "lsp", *SMALL, "model.identity=7", f"run.runs_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err

@@ -5,6 +5,7 @@ One run directory per run, ``<runs_dir>/<model>/<name>/``, holding ``config.yaml
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -159,6 +160,17 @@ def build_datamodule(cfg: DictConfig) -> TalkingHeadDataModule:
     elif not Path(cfg.data.root).is_dir():
         raise DataError(f"dataset directory not found: {cfg.data.root} (data.root)")
     return TalkingHeadDataModule(data_cfg, prepare_fn=prepare_fn)
+
+
+def configured_frame_size(cfg: DictConfig) -> Optional[int]:
+    """The data's frame size before any corpus is built or opened: ``data.synth.size`` for the embedded corpus, else
+    the prepared dataset's ``dataset.json`` (None when it cannot be read: opening the dataset then says why)."""
+    if cfg.data.name == "synth" and not cfg.data.root:
+        return int(cfg.data.synth.size)
+    try:
+        return int(json.loads((Path(cfg.data.root) / "dataset.json").read_text())["frame_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def evaluation_domain(cfg: DictConfig) -> str:

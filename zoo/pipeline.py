@@ -1,7 +1,8 @@
 """Multi-stage models: ``zoo fit --model NAME`` trains each stage as its own run, in order, then assembles them.
 
 A model class opts in with a ``stages`` attribute (``(key, registered stage model)`` pairs, in training order)
-and two class methods: ``stage_model_config(cfg, key, checkpoints)`` (the stage's model config, given the
+and two class methods (and optionally ``check_frame_size(cfg, frame_size)``, run before the first stage trains):
+``stage_model_config(cfg, key, checkpoints)`` (the stage's model config, given the
 checkpoints of the stages before it) and ``assemble(cfg, checkpoints, datamodule)`` (the inference model).
 
 Layout of a staged run ``<runs_dir>/<model>/<name>/``: ``<key>/`` is each stage's ordinary run directory (its
@@ -77,13 +78,17 @@ def finished_checkpoint(done: Path, key: str) -> Path:
 
 def fit_staged(run, data: str | None, config_file: str | None, overrides: list[str], force: bool = False) -> dict:
     """Train every stage of ``run``'s model that is not finished, then assemble and save the model."""
-    from zoo.harness import Run, add_model_fields, best_checkpoint, build_datamodule, execute, is_rank_zero_process
+    from zoo.harness import (Run, add_model_fields, best_checkpoint, build_datamodule, configured_frame_size, execute,
+                             is_rank_zero_process)
 
     entry = get_entry(run.cfg.run.model)
     model_class = entry.model_class
     model_cfg = to_dataclass(run.cfg.model, entry.config)
     keys = [key for key, _ in model_class.stages]
     shared, own = route_overrides(list(overrides), keys)
+    frame_size = configured_frame_size(run.cfg)
+    if hasattr(model_class, "check_frame_size") and frame_size is not None:   # not after the stages before it
+        model_class.check_frame_size(model_cfg, frame_size)
     checkpoints: dict[str, Path] = {}
     timings: dict[str, float] = {}
     for key, stage_model in model_class.stages:

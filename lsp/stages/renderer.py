@@ -80,6 +80,14 @@ class RendererConfig:
         "mouth_crop_size": "[16, inf)"}
 
 
+def check_renderer_depth(num_downs: int, frame_size: int) -> None:
+    """One line unless ``frame_size`` is divisible by the generator's ``2 ** num_downs``."""
+    if frame_size % 2 ** num_downs:
+        raise ConfigError(f"the renderer's {num_downs} levels need frames divisible by {2 ** num_downs}, the data "
+                          f"has {frame_size} px; set model.num_downs (model.renderer.num_downs under `zoo fit "
+                          f"--model lsp`)")
+
+
 class RendererStage(PersonStage):
     """``batch``: ``frames`` uint8 [B, T, 3, H, W], ``landmarks2d`` [B, T, 68, 2], ``shoulders2d`` [B, T, 18, 2]; the
     B x T frames form one image batch."""
@@ -106,11 +114,7 @@ class RendererStage(PersonStage):
         self.perceptual = VGG19PerceptualLoss(style_weight=cfg.lambda_style) if cfg.perceptual else None
 
     def setup(self, stage: Optional[str] = None) -> None:
-        size = self.trainer.datamodule.frame_size
-        if size % 2 ** self.cfg.num_downs:
-            raise ConfigError(f"the renderer's {self.cfg.num_downs} levels need frames divisible by "
-                              f"{2 ** self.cfg.num_downs}, the data has {size} px; set model.num_downs "
-                              f"(model.renderer.num_downs under `zoo fit --model lsp`)")
+        check_renderer_depth(self.cfg.num_downs, self.trainer.datamodule.frame_size)
         super().setup(stage)
 
     def configure_callbacks(self) -> list:
