@@ -296,10 +296,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=None,
                         help=f"comma-separated subset of: {', '.join(b.name for b in BENCHMARKS)}")
     parser.add_argument("--out-dir", type=Path, default=None,
-                        help="default benchmarks/results (benchmarks/results/quick with --quick)")
+                        help="default benchmarks/results (benchmarks/results/quick with --quick, "
+                             "benchmarks/results/partial with --only: perf.json there is always a full run)")
     args = parser.parse_args(argv)
     if args.out_dir is None:
-        args.out_dir = RESULTS / "quick" if args.quick else RESULTS
+        args.out_dir = RESULTS / "quick" if args.quick else RESULTS / "partial" if args.only else RESULTS
     args.only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     try:
         select(args.only)

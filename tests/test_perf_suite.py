@@ -135,6 +135,13 @@ def test_unknown_benchmark_is_refused(capsys):
     assert exit_info.value.code == 2 and "unknown benchmark(s) nope" in capsys.readouterr().err
 
 
+def test_a_subset_never_replaces_the_full_suites_summary():
+    perf = load_perf()
+    assert perf.parse_args([]).out_dir == perf.RESULTS
+    assert perf.parse_args(["--only", "metric_speed"]).out_dir == perf.RESULTS / "partial"
+    assert perf.parse_args(["--quick"]).out_dir == perf.RESULTS / "quick"
+
+
 def test_zoo_bench_perf_runs_the_suite(tmp_path):
     from zoo.cli import main
 

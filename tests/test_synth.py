@@ -73,7 +73,11 @@ def test_config_hash_and_validation():
     for bad, message in [(dict(size=32), "synth.size must be in [64, 512], got 32"),
                          (dict(clips_per_identity=2), "synth.clips_per_identity must be in [3, inf), got 2"),
                          (dict(styles=0), "synth.styles must be in [1, 64], got 0"),
-                         (dict(seconds=0.5), "synth.seconds must be in [1, 120], got 0.5")]:
+                         (dict(seconds=0.5), "synth.seconds must be in [1, 120], got 0.5"),
+                         (dict(seed=-1), "synth.seed must be in [0, inf), got -1"),
+                         (dict(size=100.7), "synth.size must be an integer, got 100.7"),
+                         (dict(clips_per_identity=4, val_fraction=0.45, test_fraction=0.45),
+                          "hold out 2 + 2 of synth.clips_per_identity 4: no training clip is left")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             generate_clip(SynthConfig(**bad), 0, 0, 0, 0, render=False)
     with pytest.raises(ConfigError, match=r"^unknown synth config key\(s\): colour, sise$"):

@@ -37,7 +37,7 @@ class SynthConfig:
     test_fraction: float = 0.15
 
     bounds: ClassVar[dict[str, str]] = {
-        "identities": "[1, inf)", "unseen_identities": "[0, inf)", "styles": "[1, 64]", "intensities": "[1, 10]",
+        "seed": "[0, inf)", "identities": "[1, inf)", "unseen_identities": "[0, inf)", "styles": "[1, 64]", "intensities": "[1, 10]",
         "clips_per_identity": "[3, inf)",            # one clip each for train / val / test
         "unseen_clips_per_identity": "[1, inf)", "seconds": "[1, 120]", "fps": "[5, 120]", "size": "[64, 512]",
         "sample_rate": "[8000, 48000]", "val_fraction": "[0, 0.5)", "test_fraction": "[0, 0.5)"}
@@ -59,9 +59,21 @@ def unseen_clips(cfg: SynthConfig) -> int:
     return max(1, cfg.clips_per_identity // 2)
 
 
+def held_out_clips(cfg: SynthConfig) -> tuple[int, int]:
+    """(test, val) clips of each seen identity: the fractions of ``clips_per_identity``, at least one each."""
+    n = cfg.clips_per_identity
+    return max(1, int(round(cfg.test_fraction * n))), max(1, int(round(cfg.val_fraction * n)))
+
+
 def validate(cfg: SynthConfig) -> None:
-    """Raise ConfigError naming the first field outside its range (``SynthConfig.bounds``)."""
+    """Raise ConfigError naming the first field outside its range (``SynthConfig.bounds``), or the fractions that
+    would leave a seen identity without a training clip."""
     require_in_bounds(cfg, "synth", SynthConfig)
+    n_test, n_val = held_out_clips(cfg)
+    if n_test + n_val >= cfg.clips_per_identity:
+        raise ConfigError(f"synth.val_fraction {cfg.val_fraction:g} and synth.test_fraction {cfg.test_fraction:g} "
+                          f"hold out {n_val} + {n_test} of synth.clips_per_identity {cfg.clips_per_identity}: no "
+                          f"training clip is left")
 
 
 def as_dict(cfg: SynthConfig) -> dict:
@@ -81,6 +93,8 @@ def coerce(cfg) -> SynthConfig:
     for f in dataclasses.fields(SynthConfig):
         value = getattr(out, f.name)
         if value is not None and f.type in ("int", "float", "Optional[int]"):
+            if f.type != "float" and value != int(value):
+                raise ConfigError(f"synth.{f.name} must be an integer, got {value!r}")
             setattr(out, f.name, float(value) if f.type == "float" else int(value))
     return out
 

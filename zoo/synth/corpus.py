@@ -23,7 +23,7 @@ from zoo.synth import camera
 from zoo.synth import expression as E
 from zoo.synth.audio import synthesize
 from zoo.synth.config import (GENERATOR_VERSION, SynthConfig, as_dict, coerce, config_hash, num_frames, num_samples,
-                              unseen_clips, validate)
+                              held_out_clips, unseen_clips, validate)
 from zoo.synth.face_model import IDENTITY_MODES, N_LANDMARKS, N_POINTS
 from zoo.synth.head_motion import head_pose
 from zoo.synth.identity import Identity, make_identity
@@ -138,8 +138,7 @@ def clip_plan(cfg: SynthConfig) -> tuple[list[dict], dict[str, list[str]]]:
         rng = np.random.default_rng([cfg.seed, 3, ident])
         # Cycle through shuffled (style, intensity) combinations so every identity covers them evenly.
         order = np.concatenate([rng.permutation(len(combos)) for _ in range(n // len(combos) + 1)])[:n]
-        n_test = max(1, int(round(cfg.test_fraction * n)))
-        n_val = max(1, int(round(cfg.val_fraction * n)))
+        n_test, n_val = held_out_clips(cfg)
         held = rng.permutation(n)
         role = {int(c): "test" for c in held[:n_test]} | {int(c): "val" for c in held[n_test:n_test + n_val]}
         for c in range(n):
