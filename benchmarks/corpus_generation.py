@@ -55,7 +55,7 @@ def measure(size: int = 128, seconds_of_video: float = 120.0, write: bool = Fals
             gen_time += time.perf_counter() - start
             frames += len(clip["frames"])
             if write:
-                from zoo.data.clip_format import write_clip
+                from zoo.data.clip_writer import write_clip
 
                 start = time.perf_counter()
                 write_clip(scratch, f"bench{k:04d}", frames=clip["frames"], audio=clip["audio"],

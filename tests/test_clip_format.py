@@ -60,7 +60,7 @@ def test_round_trip_is_lossless_with_random_access(tmp_path):
 def test_rewriting_a_clip_replaces_it_atomically(tmp_path, monkeypatch):
     frames, audio, tracks = fake_clip(10, SIZE, FPS, SR, seed=1)
     write_clip(tmp_path, "c", frames=frames, audio=audio, sample_rate=SR, fps=FPS, tracks=tracks, meta={})
-    import zoo.data.clip_format as fmt
+    import zoo.data.clip_writer as fmt
 
     def crash(*args, **kwargs):
         raise OSError("disk full")

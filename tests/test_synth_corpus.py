@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import zoo.data.clip_format as clip_format
+import zoo.data.clip_writer as clip_writer
 import zoo.synth.corpus as corpus
 from zoo.data.clip_format import open_dataset
 from zoo.errors import DataError
@@ -92,7 +92,7 @@ def test_rebuild_is_cached_and_interrupted_builds_never_look_complete(tmp_path, 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(clip_format, "write_dataset", crash)
+    monkeypatch.setattr(clip_writer, "write_dataset", crash)
     with pytest.raises(KeyboardInterrupt):
         build_corpus(cfg, root, progress=False)
     monkeypatch.undo()

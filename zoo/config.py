@@ -318,9 +318,6 @@ def _merge_trained(cfg: DictConfig, trained: Optional[tuple[str, dict]]) -> Dict
     if not trained:
         return cfg
     path, hyper_parameters = trained
-    if not isinstance(hyper_parameters, dict):
-        raise ConfigError(f"checkpoint {path}: its hyper_parameters are a {type(hyper_parameters).__name__}, "
-                          f"not a mapping of model settings")
     return merge_layer(cfg, {"model": hyper_parameters}, f"the hyper-parameters of checkpoint {path} (another "
                                                          f"model's checkpoint, or an older zoo's?)")
 

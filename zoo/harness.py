@@ -5,7 +5,6 @@ One run directory per run, ``<runs_dir>/<model>/<name>/``, holding ``config.yaml
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -21,6 +20,7 @@ from zoo.config import compose, save_config, to_dataclass
 from zoo.data.datamodule import DataConfig, TalkingHeadDataModule
 from zoo.errors import ConfigError, DataError
 from zoo.evaluation import ClipEvaluator, ValidationVideos, has_preview
+from zoo.io.atomic import read_json_object
 from zoo.metrics.suite import LEARNED_METRICS
 from zoo.model import TalkingHeadModel
 from zoo.pipeline import fit_staged, is_staged, split_stage_overrides
@@ -168,8 +168,8 @@ def configured_frame_size(cfg: DictConfig) -> Optional[int]:
     if cfg.data.name == "synth" and not cfg.data.root:
         return int(cfg.data.synth.size)
     try:
-        return int(json.loads((Path(cfg.data.root) / "dataset.json").read_text())["frame_size"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(read_json_object(Path(cfg.data.root) / "dataset.json")["frame_size"])
+    except (DataError, KeyError, TypeError, ValueError):
         return None
 
 

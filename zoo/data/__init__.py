@@ -2,7 +2,8 @@
 import os
 from pathlib import Path
 
-from zoo.data.clip_format import SCHEMA_VERSION, TRACK_SPECS, Clip, ClipDataset, open_dataset, write_clip, write_dataset
+from zoo.data.clip_format import SCHEMA_VERSION, TRACK_SPECS, Clip, ClipDataset, open_dataset
+from zoo.data.clip_writer import write_clip, write_dataset
 from zoo.data.datamodule import DataConfig, TalkingHeadDataModule
 from zoo.data.dataset import FIELDS
 

@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from zoo.data.clip_format import TRACK_SPECS, num_audio_samples, write_clip, write_dataset
+from zoo.data.clip_format import TRACK_SPECS, num_audio_samples
+from zoo.data.clip_writer import write_clip, write_dataset
 
 __all__ = ["fake_clip", "write_fake_dataset"]
 

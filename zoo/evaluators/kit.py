@@ -21,7 +21,6 @@ The speakers corpus is deleted once the SyncNet is trained (it is regenerated fr
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from zoo.bounds import require_in_bounds
 from zoo.data import data_dir
 from zoo.data.clip_format import open_dataset
 from zoo.errors import ConfigError, DataError
-from zoo.io.atomic import atomic_path, write_json
+from zoo.io.atomic import atomic_path, read_json_object, write_json
 from zoo.metrics.suite import Backbones, lpips_if_available
 from zoo.registry import create_model, get_entry
 from zoo.synth import SynthConfig, build_corpus, config_hash
@@ -168,13 +167,7 @@ def ensure_kit(data_root: str | Path, kit_dir: Optional[str | Path] = None, over
 
 def _read_record(path: Path) -> dict:
     """A kit's JSON record (kit.json, progress.json); one line when it cannot be used."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path}: unreadable ({error}); delete the kit directory to retrain it") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{path}: expected a JSON object; delete the kit directory to retrain it")
-    return record
+    return read_json_object(path, "; delete the kit directory to retrain it")
 
 
 def load_kit_modules(path: str | Path) -> dict:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_dir", "temp_sibling", "write_json"]
+__all__ = ["atomic_path", "atomic_dir", "temp_sibling", "write_json", "read_json_object"]
 
 
 def temp_sibling(path: str | os.PathLike, keep_suffix: bool = True) -> Path:
@@ -46,6 +46,20 @@ def write_json(path: str | os.PathLike, data, **dumps_options) -> None:
     :func:`json.dumps` (e.g. ``sort_keys=True``)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, **dumps_options) + "\n")
+
+
+def read_json_object(path: str | os.PathLike, hint: str = "") -> dict:
+    """The JSON object in ``path`` (a record :func:`write_json` wrote); one :class:`~zoo.errors.DataError` line naming
+    the file, followed by ``hint`` (e.g. how to recover), when it cannot be read, parsed or is not an object."""
+    from zoo.errors import DataError
+
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot parse {path}: {error}{hint}") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: expected a JSON object{hint}")
+    return record
 
 
 @contextmanager

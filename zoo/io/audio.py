@@ -61,11 +61,15 @@ def mono_float_audio(samples, what: str) -> np.ndarray:
     audio = np.asarray(samples)
     if audio.ndim != 1:
         raise DataError(f"{what}: expected mono audio [N], got shape {audio.shape}")
+    _require_finite_floats(audio, what)
+    return audio.astype(np.float32, copy=False)
+
+
+def _require_finite_floats(audio: np.ndarray, what: str) -> None:
     if not np.issubdtype(audio.dtype, np.floating):
         raise DataError(f"{what}: expected float samples in [-1, 1], got dtype {audio.dtype}")
     if not np.isfinite(audio).all():
         raise DataError(f"{what}: contains NaN or infinite samples")
-    return audio.astype(np.float32, copy=False)
 
 
 def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
@@ -75,10 +79,7 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> 
     audio = np.asarray(audio)
     if audio.ndim not in (1, 2) or audio.shape[0] == 0:
         raise DataError(f"audio for {path}: expected a non-empty [N] or [N, C] array, got shape {audio.shape}")
-    if not np.issubdtype(audio.dtype, np.floating):
-        raise DataError(f"audio for {path}: expected float samples in [-1, 1], got dtype {audio.dtype}")
-    if not np.isfinite(audio).all():
-        raise DataError(f"audio for {path}: contains NaN or infinite samples")
+    _require_finite_floats(audio, f"audio for {path}")
     data = np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, int(sample_rate), subtype="PCM_16")

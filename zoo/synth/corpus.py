@@ -191,7 +191,7 @@ def build_corpus(cfg: SynthConfig, root: str | Path, *, progress: bool = True) -
     A complete corpus of the same version is reused as is; an interrupted build of the same version resumes
     (finished clips are kept); a synthetic corpus of another version at `root` is replaced.
     """
-    from zoo.data.clip_format import write_clip, write_dataset
+    from zoo.data.clip_writer import write_clip, write_dataset
 
     cfg = coerce(cfg)
     validate(cfg)
