@@ -14,15 +14,12 @@ import numpy as np
 import torch
 
 from lsp.inference import EngineOutput, LSPEngine
-from lsp.networks.audio2mouth import Audio2Mouth
-from lsp.networks.headpose import Audio2Headpose
-from lsp.networks.renderer import Feature2FaceGenerator
-from lsp.person import RENDERER_INPUT_CHANNELS, PersonProfile, person_clip_ids
+from lsp.person import PersonProfile, person_clip_ids
 from lsp.speech import FrozenAPC
 from lsp.stages.apc import APCConfig
-from lsp.stages.headpose import HeadposeConfig
-from lsp.stages.mouth import MouthConfig
-from lsp.stages.renderer import RendererConfig, check_renderer_depth
+from lsp.stages.headpose import HeadposeConfig, headpose_network
+from lsp.stages.mouth import MouthConfig, mouth_network
+from lsp.stages.renderer import RendererConfig, check_renderer_depth, renderer_generator
 from zoo.data.features import FeatureCache, log_mel
 from zoo.errors import ConfigError, DataError, WeightsError
 from zoo.io.audio import mono_float_audio
@@ -64,14 +61,10 @@ class LSP(TalkingHeadModel):
         super().__init__()
         self.save_hyperparameters(asdict(cfg), logger=False)
         self.cfg = cfg
-        hp = cfg.headpose
         self.speech = FrozenAPC(cfg.apc.mel_dim, cfg.apc.hidden_size, cfg.apc.num_layers)
-        self.mouth = Audio2Mouth(cfg.apc.hidden_size, cfg.mouth.hidden_size, cfg.mouth.num_layers)
-        self.headpose = Audio2Headpose(cfg.apc.hidden_size, residual_layers=hp.residual_layers,
-                                       residual_blocks=hp.residual_blocks, dilation_channels=hp.dilation_channels,
-                                       residual_channels=hp.residual_channels, skip_channels=hp.skip_channels)
-        self.renderer = Feature2FaceGenerator(RENDERER_INPUT_CHANNELS, 3, cfg.renderer.num_downs, cfg.renderer.ngf,
-                                              cfg.renderer.blocks_per_level, cfg.renderer.input_skip)
+        self.mouth = mouth_network(cfg.mouth, cfg.apc.hidden_size)
+        self.headpose = headpose_network(cfg.headpose, cfg.apc.hidden_size)
+        self.renderer = renderer_generator(cfg.renderer)
         self.profile = PersonProfile()
         self.requires_grad_(False)
 
@@ -227,6 +220,12 @@ class LSP(TalkingHeadModel):
             if int(other["identity"]) != int(model.profile.identity):
                 raise ConfigError(f"stage '{key}' was trained on identity {int(other['identity'])}, the renderer "
                                   f"on {int(model.profile.identity)}")
+            # its net's outputs are in the units of its own profile; the assembled model converts with the renderer's
+            for name in PersonProfile.STATISTICS:
+                mine, theirs = other[name], getattr(model.profile, name)
+                if mine.shape != theirs.shape or not torch.allclose(mine.double(), theirs.double().cpu(), rtol=1e-6):
+                    raise ConfigError(f"stage '{key}' ({checkpoints[key]}) was fitted on other data than stage "
+                                      f"'renderer' (its person profile's {name} differs); --force retrains the stages")
             heard = part(key, "speech.apc.")
             if heard.keys() != apc.keys() or not all(torch.equal(heard[k], apc[k]) for k in apc):
                 raise ConfigError(f"stage '{key}' ({checkpoints[key]}) was trained on the features of another APC "

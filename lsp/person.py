@@ -39,6 +39,9 @@ class PersonProfile(nn.Module):
 
     FIELDS = ("mean_shape", "mouth_scale", "eye_track", "state_mean", "state_std", "rest_translation",
               "rest_shoulders3d", "intrinsics", "candidates", "apc_base", "fps", "sample_rate")
+    # what every stage fitted on the same training clips holds alike (the mouth and head-pose stages read no frames,
+    # and the APC base is set at assembly)
+    STATISTICS = tuple(name for name in FIELDS if name not in ("candidates", "apc_base"))
 
     def __init__(self):
         super().__init__()
@@ -139,9 +142,7 @@ class PersonProfile(nn.Module):
 
     def mouth_target(self, landmarks3d: torch.Tensor) -> torch.Tensor:
         """Mouth-net targets [..., 75] of landmarks [..., 68, 3]: displacements from the mean in mouth_scale units."""
-        index = torch.as_tensor(MOUTH_INDICES, device=landmarks3d.device)
-        deltas = (landmarks3d[..., index, :] - self.mean_shape[index]) / self.mouth_scale
-        return deltas.flatten(-2)
+        return mouth_deltas(landmarks3d, self.mean_shape[list(MOUTH_INDICES)], self.mouth_scale)
 
     def face_from_mouth(self, deltas: torch.Tensor, start_frame: int = 0) -> torch.Tensor:
         """Full object-space landmarks [B, T, 68, 3]: the mean face, predicted mouth deltas [B, T, 75] and blinks
@@ -191,6 +192,13 @@ def mouth_statistics(landmarks3d: np.ndarray) -> tuple[np.ndarray, np.float64]:
     mean_shape = landmarks.mean(0)
     scale = (landmarks[:, MOUTH_INDICES] - mean_shape[MOUTH_INDICES]).std()
     return mean_shape, np.float64(max(scale, 1e-8))
+
+
+def mouth_deltas(landmarks3d: torch.Tensor, mouth_mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The 25 mouth points of landmarks [..., 68, 3] as displacements from ``mouth_mean`` [..., 25, 3] in units of
+    ``scale`` [...] (a speaker's :func:`mouth_statistics`), flattened to [..., 75]: the mouth net's targets."""
+    index = torch.as_tensor(MOUTH_INDICES, device=landmarks3d.device)
+    return ((landmarks3d[..., index, :] - mouth_mean) / scale[..., None, None]).flatten(-2)
 
 
 def person_clip_ids(dataset: ClipDataset, split: str, identity: int) -> list[str]:

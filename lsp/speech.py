@@ -46,10 +46,5 @@ def repeat_last(x: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.cat([x, x[:, -1:].expand(-1, frames, -1)], dim=1)
 
 
-def look_ahead(x: torch.Tensor, frames: int) -> torch.Tensor:
-    """``x[:, t + frames]`` at every t of x [B, T, C], the last frame repeated past the end (LSP's padding)."""
-    return repeat_last(x, max(frames, 0))[:, max(frames, 0):]
-
-
 def seconds_to_frames(seconds: float, fps: float) -> int:
     return int(round(seconds * fps))

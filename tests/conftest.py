@@ -1,16 +1,39 @@
 """Test harness: no network, W&B offline into a temp dir, caches in a temp HOME.
 
-Every test runs with downloads blocked (``torch.hub`` and non-loopback sockets raise) so a test can never
-depend on a pretrained file or hang on a black-holed network.
+Every test, and every child process started with :func:`clean_subprocess_env`, runs with the network guard of
+``tests/sandbox/sitecustomize.py``: ``torch.hub`` downloads, name lookups of other hosts and non-loopback socket
+connections raise at once, so a test can never depend on a pretrained file or hang on a black-holed network. The
+session's temp root (HOME, caches, W&B, the data cache) is removed when the session ends (set
+``ZOO_KEEP_TEST_SANDBOX=1`` to keep it for a post-mortem).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
-import socket
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+GUARD_DIR = Path(__file__).resolve().parent / "sandbox"
+
+
+def _load_network_guard():
+    """The guard module: the one ``site`` already ran when this process was itself started with
+    ``clean_subprocess_env()`` (a nested pytest), else a fresh copy (the error classes must be the installed ones)."""
+    running = sys.modules.get("sitecustomize")
+    if running is not None and Path(getattr(running, "__file__", "") or "").resolve().parent == GUARD_DIR:
+        return running
+    spec = importlib.util.spec_from_file_location("zoo_test_network_guard", GUARD_DIR / "sitecustomize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+network_guard = _load_network_guard()
+network_guard.install()
 
 _SANDBOX = Path(tempfile.mkdtemp(prefix="zoo-tests-"))
 for _name, _sub in {"HOME": "home", "TORCH_HOME": "torch", "XDG_CACHE_HOME": "cache", "WANDB_DIR": "wandb",
@@ -26,32 +49,6 @@ for _var in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK"
              "MASTER_ADDR", "MASTER_PORT"):
     os.environ.pop(_var, None)
 
-_real_connect = socket.socket.connect
-
-
-def _guarded_connect(self, address):
-    """Allow Unix sockets (wandb-core) and loopback; refuse everything else immediately."""
-    if self.family == socket.AF_UNIX:
-        return _real_connect(self, address)
-    host = address[0] if isinstance(address, tuple) else address
-    if host in ("127.0.0.1", "localhost", "::1") or str(host).startswith("127."):
-        return _real_connect(self, address)
-    raise ConnectionRefusedError(f"network access blocked in tests: {address!r}")
-
-
-socket.socket.connect = _guarded_connect
-
-
-@pytest.fixture(autouse=True)
-def _block_downloads(monkeypatch):
-    import torch.hub
-
-    def _refuse(url, *args, **kwargs):
-        raise RuntimeError(f"download blocked in tests: {url}")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", _refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _refuse)
-
 
 @pytest.fixture(scope="session")
 def sandbox() -> Path:
@@ -60,13 +57,25 @@ def sandbox() -> Path:
 
 
 def clean_subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for a child process: no inherited DDP/Lightning/Torchelastic variables."""
+    """Environment for a child process: no inherited DDP/Lightning/Torchelastic variables, and the network guard
+    (``tests/sandbox`` first on ``PYTHONPATH``, so Python imports its ``sitecustomize`` at start-up; the children's
+    own children inherit it)."""
     drop = {"LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
             "MASTER_ADDR", "MASTER_PORT"}
     env = {k: v for k, v in os.environ.items()
            if k not in drop and not k.startswith(("PL_", "TORCHELASTIC_", "PYTEST_"))}
     env.update(extra)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != GUARD_DIR]
+    env["PYTHONPATH"] = os.pathsep.join([str(GUARD_DIR), *paths])
     return env
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the session's temp root (~40 MB: the synthetic corpora, W&B's offline runs, caches). Child processes
+    (DDP runs, the perf suite) have all been waited for by then. Each process that imported this file (an xdist
+    worker too) removes its own root."""
+    if not os.environ.get("ZOO_KEEP_TEST_SANDBOX"):
+        shutil.rmtree(_SANDBOX, ignore_errors=True)
 
 
 # The tiny corpus every harness test uses; identical to configs/experiment/smoke.yaml's data.synth so that

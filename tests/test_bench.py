@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from zoo.bench.runner import MARKER
 from zoo.cli import main
 
 # LSP at test widths (the architecture is the default one); identity 0 only, every unseen identity.
@@ -155,3 +156,17 @@ def test_config_hash_follows_every_setting_that_changes_a_result(tiny_corpus, tm
     assert bench_.scoring_key({"config_hash": "abc"}) != scored                             # the checkpoint's run
     monkeypatch.setattr("zoo.evaluators.kit.KIT_VERSION", 99)
     assert bench_.scoring_key(None) != scored                                              # a new evaluator kit
+
+
+def test_markers_name_checkpoints_inside_their_run_and_a_damaged_one_is_one_line(first, tmp_path, capsys):
+    (marker,) = (first / "runs" / "bench" / "lsp").glob(f"bench-*/{MARKER}")
+    recorded = json.loads(marker.read_text())["checkpoint"]
+    assert recorded == "checkpoints/last.ckpt" and (marker.parent / recorded).is_file()    # movable runs_dir
+    shutil.copytree(first / "runs", tmp_path / "runs")
+    copied = tmp_path / "runs" / "bench" / "lsp" / marker.parent.name / MARKER
+    copied.write_text('{"method": "lsp", "checkp')
+    capsys.readouterr()
+    assert bench(first, tmp_path / "runs", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot parse {copied}: ") and err.endswith(
+        f"(delete {copied.parent} to redo that run)\n") and err.count("\n") == 1, err

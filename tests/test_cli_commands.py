@@ -67,7 +67,7 @@ def test_predict_writes_every_clip(capsys, tiny_corpus, tmp_path):
      "--ckpt {tmp}/run: no checkpoints/best*.ckpt or checkpoints/last.ckpt in that run"),
     (["--out", "{tmp}/o.mp4", "--ckpt", "{tmp}/last.ckpt"], "--ckpt checkpoint not found: {tmp}/last.ckpt"),
     (["--out", "{tmp}/o.mp4"], "no checkpoint found for model 'lsp' under runs/lsp; train it with "
-                               "`zoo fit --model lsp` or pass --ckpt RUN"),
+                               "`zoo fit --model lsp` or pass --ckpt PATH"),
 ])
 def test_predict_from_audio_errors_are_one_line(capsys, tmp_path, monkeypatch, extra, message):
     # every check runs before a model is loaded, so no trained model is needed; nothing is written
@@ -80,3 +80,20 @@ def test_predict_from_audio_errors_are_one_line(capsys, tmp_path, monkeypatch, e
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: {message.format(tmp=tmp_path)}") and err.count("\n") == 1, err
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "--model", "static", "--out", "x.mp4"], "--out applies to `zoo predict --audio IN.wav` only"),
+    (["predict", "--model", "static", "--seed", "3"], "--seed applies to `zoo predict --audio IN.wav` only"),
+    (["predict", "--model", "static", "--pose", "p.npy"], "--pose applies to `zoo predict --audio IN.wav` only"),
+    (["models", "a=1"], "`zoo models` takes no key=value overrides (got a=1)"),
+    (["weights", "b=2"], "`zoo weights` takes no key=value overrides (got b=2)"),
+    (["fit", "--model", "lsp.apc", "--force"], "--force retrains the finished stages of a staged model (e.g. lsp); "
+                                                "'lsp.apc' trains in one run"),
+])
+def test_options_a_command_would_ignore_are_refused(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []                       # nothing ran, nothing was written

@@ -153,8 +153,10 @@ def test_debug_shows_traceback():
 
 
 def test_console_script_exit_code():
+    from conftest import clean_subprocess_env
+
     proc = subprocess.run([sys.executable, "-m", "zoo.cli", "config", "--model", "static", "trainer.max_epoch=1"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=clean_subprocess_env())
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: unknown key 'trainer.max_epoch'")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -167,3 +169,29 @@ def test_staged_model_takes_stage_only_overrides(capsys):
     assert code == 0 and "model: lsp" in out
     code, _, err = run_cli(capsys, "config", "--model", "lsp", "nonsense.trainer.max_epochs=2")
     assert code == 2 and "unknown key 'nonsense'" in err
+
+
+def test_limit_batches_keep_ints_as_batches_and_floats_as_fractions(capsys):
+    cfg = compose("static", overrides=["trainer.limit_train_batches=1", "trainer.limit_val_batches=1.0",
+                                       "trainer.limit_test_batches=0", "trainer.limit_predict_batches=0.25"])
+    limits = [cfg.trainer[f"limit_{s}_batches"] for s in ("train", "val", "test", "predict")]
+    assert limits == [1, 1.0, 0, 0.25] and [type(v) for v in limits] == [int, float, int, float]
+    for value in ("1.5", "-1", "abc", "true"):
+        code, _, err = run_cli(capsys, "config", "--model", "static", f"trainer.limit_val_batches={value}")
+        assert code == 2 and err.startswith("error: trainer.limit_val_batches must be an int >= 0 (batches) or a "
+                                            "float in [0, 1] (a fraction of them), got ") and err.count("\n") == 1
+
+
+def test_every_stage_override_is_checked_by_zoo_config(capsys):
+    code, _, err = run_cli(capsys, "config", "--model", "lsp", "renderer.trainer.bogus=1")
+    assert code == 2 and err.startswith("error: unknown key 'trainer.bogus' in override 'renderer.trainer.bogus=1'")
+    code, _, err = run_cli(capsys, "config", "--model", "lsp", "renderer.trainer=nope")
+    assert code == 2 and err.startswith("error: unknown trainer 'nope'")
+    code, _, err = run_cli(capsys, "config", "--model", "lsp", "trainer.gradient_clip_val=0.5")
+    assert code == 2 and err == ("error: stage renderer (lsp.renderer) steps its optimisers itself (manual "
+                                 "optimisation), so Lightning cannot apply trainer.gradient_clip_val=0.5: leave it "
+                                 "unset for this stage (the other stages take <stage>.trainer.<key>=... of their "
+                                 "own)\n")
+    code, _, err = run_cli(capsys, "config", "--model", "lsp", "mouth.trainer.gradient_clip_val=0.5",
+                           "mouth.trainer.accumulate_grad_batches=2")
+    assert code == 0, err

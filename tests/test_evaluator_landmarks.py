@@ -225,3 +225,80 @@ def test_input_sizes_must_be_multiples_of_16(key, value):
     one_line_error(lambda: ld.LandmarkDetector(ld.LandmarkDetectorConfig(**{**SMALL, key: value})),
                    f"landmark_detector: model.{key} must be a multiple of 16 (>= 32), got {value}",
                    error=ConfigError)
+
+
+# --- the training-time damage both image evaluators apply (zoo.evaluators.common.degrade) -------------------------
+
+def _scipy_blur(image: torch.Tensor, sigma: float, radius: int) -> np.ndarray:
+    """Oracle: scipy's Gaussian filter per channel, mirror padding (torch's 'reflect'), the same kernel radius."""
+    from scipy.ndimage import gaussian_filter
+
+    return np.stack([gaussian_filter(ch, sigma, mode="mirror", radius=radius) for ch in image.double().numpy()])
+
+
+def test_degrade_blur_only_is_the_gaussian_blur_of_the_drawn_sigmas():
+    from zoo.evaluators.common import degrade
+
+    x = torch.rand(6, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(3)
+    y = degrade(x, blur_prob=0.5, blur_sigma=2.0)
+    torch.manual_seed(3)                                 # degrade's draws, in its order: sigma ~ U(0, 2), then the gate
+    sigma = torch.rand(6) * 2.0
+    blurred = torch.rand(6) < 0.5
+    assert blurred.any() and not blurred.all() and (sigma[blurred] > 0.1).any()
+    radius = math.ceil(3 * float(sigma[blurred].max()))  # one kernel size for the batch
+    for i in range(6):
+        expected = _scipy_blur(x[i], float(sigma[i]), radius) if blurred[i] else x[i].numpy()
+        np.testing.assert_allclose(y[i].numpy(), expected, rtol=0, atol=1e-5, err_msg=f"image {i}")
+
+
+def test_degrade_noise_only_adds_gaussian_noise_of_noise_std():
+    from zoo.evaluators.common import degrade
+
+    x = torch.full((8, 3, 32, 32), 0.5)
+    torch.manual_seed(0)
+    residual = degrade(x, noise_std=0.05) - x           # 24576 samples: std estimate within ~0.5 %
+    assert abs(residual.mean().item()) < 1e-3
+    assert residual.std().item() == pytest.approx(0.05, rel=0.02)
+    assert (residual.abs() < 0.05).float().mean().item() == pytest.approx(0.6827, abs=0.015)   # Gaussian, not uniform
+    assert not torch.equal(residual[0], residual[1])    # independent per image
+    y = degrade(torch.ones(4, 3, 8, 8), noise_std=0.5)
+    assert y.max() <= 1 and y.min() >= 0 and (y < 1).any()                                   # clamped to [0, 1]
+
+
+@pytest.mark.parametrize("channel_gain", [False, True])
+def test_degrade_photometric_only_is_a_per_image_affine_map(channel_gain):
+    from zoo.evaluators.common import degrade
+
+    a = 0.2
+    x = 0.3 + 0.4 * torch.rand(16, 3, 12, 12, generator=torch.Generator().manual_seed(1))     # no clamping
+    torch.manual_seed(4)
+    y = degrade(x, photometric=a, channel_gain=channel_gain)
+    xc, yc = x - x.mean(dim=(2, 3), keepdim=True), y - y.mean(dim=(2, 3), keepdim=True)
+    slope = (xc * yc).sum(dim=(2, 3)) / (xc * xc).sum(dim=(2, 3))                                 # [16, 3]
+    torch.testing.assert_close(yc, slope[..., None, None] * xc, rtol=0, atol=1e-5)                # y = s x + t
+    if channel_gain:                                      # contrast times per-channel gains
+        assert slope.min() >= (1 - a) ** 2 - 1e-5 and slope.max() <= (1 + a) ** 2 + 1e-5
+        assert (slope.std(dim=1) > 1e-3).all()
+    else:                                                 # one contrast factor per image, every channel
+        assert slope.min() >= 1 - a - 1e-5 and slope.max() <= 1 + a + 1e-5
+        torch.testing.assert_close(slope, slope[:, :1].expand(-1, 3), rtol=0, atol=1e-5)
+        brightness = y.mean(dim=(1, 2, 3)) / x.mean(dim=(1, 2, 3))
+        assert brightness.min() >= 1 - a - 1e-5 and brightness.max() <= 1 + a + 1e-5
+        assert brightness.std() > 0.02
+    assert slope.std() > 0.02                            # random per image
+
+
+def test_degrade_with_the_evaluators_defaults_damages_every_image_and_no_damage_is_identity():
+    from zoo.evaluators.common import degrade
+    from zoo.evaluators.identity_embedder import IdentityEmbedderConfig
+
+    x = torch.rand(8, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(degrade(x), x)                    # every damage off: the input as it is
+    for cfg, gain in ((ld.LandmarkDetectorConfig(), True), (IdentityEmbedderConfig(), False)):
+        torch.manual_seed(0)
+        y = degrade(x, photometric=cfg.photometric, channel_gain=gain, blur_prob=cfg.blur_prob,
+                    blur_sigma=cfg.blur_sigma, noise_std=cfg.noise_std)
+        assert y.shape == x.shape and y.dtype == x.dtype and y.min() >= 0 and y.max() <= 1
+        assert ((y - x).abs().mean(dim=(1, 2, 3)) > 0.01).all()           # every image damaged
+        assert not torch.equal(degrade(x, photometric=cfg.photometric, noise_std=cfg.noise_std), y)   # random

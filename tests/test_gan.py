@@ -311,6 +311,64 @@ def test_vgg_style_term_and_layer_weights(vgg_state_dict):
         VGG19PerceptualLoss.from_state_dict(vgg_state_dict, style_weight=-1.0)
 
 
+def _reference_vgg_terms(state_dict, fake, real, layer_weights, style_weight):
+    """By hand, from torchvision's own vgg19 loaded with ``state_dict``: ImageNet normalisation of the [0, 1]
+    images, the ReLU right after the first conv of each of the five blocks (relu1_1 ... relu5_1, found by walking
+    the network), ``sum_i w_i mean|f_i - r_i|`` and ``style_weight * sum_i mean((G(f_i) - G(r_i))^2)`` with per-sample
+    ``G = F F^T / (C H W)``; in float64."""
+    import torchvision
+
+    vgg = torchvision.models.vgg19(weights=None)
+    vgg.load_state_dict(state_dict)
+    vgg = vgg.double().eval()
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+
+    def features(images):
+        x = ((images.double() + 1) / 2 - mean) / std
+        out, first_conv_of_block, pools = [], True, 0
+        for layer in vgg.features:
+            x = layer(x)
+            if isinstance(layer, nn.MaxPool2d):
+                pools, first_conv_of_block = pools + 1, True
+            elif isinstance(layer, nn.ReLU) and first_conv_of_block:
+                out.append(x.clone())                    # relu{pools + 1}_1
+                first_conv_of_block = False
+            if len(out) == 5:
+                return out
+        raise AssertionError("vgg19 has five blocks")
+
+    def gram(f):
+        b, c, h, w = f.shape
+        flat = f.reshape(b, c, h * w)
+        return flat @ flat.transpose(1, 2) / (c * h * w)
+
+    with torch.no_grad():
+        fake_f, real_f = features(fake), features(real)
+    l1 = [(f - r).abs().mean() for f, r in zip(fake_f, real_f)]
+    style = [((gram(f) - gram(r)) ** 2).mean() for f, r in zip(fake_f, real_f)]
+    return (sum(w * t for w, t in zip(layer_weights, l1)), style_weight * sum(style), l1, style)
+
+
+def test_vgg_loss_matches_a_reference_computed_by_hand(vgg_state_dict):
+    gen = torch.Generator().manual_seed(2)
+    real = torch.rand(2, 3, 32, 48, generator=gen) * 2 - 1
+    fake = (real + 0.3 * torch.randn(2, 3, 32, 48, generator=gen)).clamp(-1, 1)
+    layer_weights, style_weight = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0), 5.0        # pix2pixHD's weights
+    perceptual_ref, style_ref, l1, style = _reference_vgg_terms(vgg_state_dict, fake, real, layer_weights,
+                                                                style_weight)
+    assert all(t > 0 for t in l1) and all(t > 0 for t in style)         # every layer takes part in the sums
+    loss = VGG19PerceptualLoss.from_state_dict(vgg_state_dict, layer_weights=layer_weights, style_weight=style_weight)
+    perceptual, styled = loss.loss_terms(fake, real)
+    # float32 module vs float64 reference through 13 convolutions: ~3e-8 relative apart (float32 epsilon: 1.2e-7)
+    assert perceptual.item() == pytest.approx(perceptual_ref.item(), rel=1e-6)
+    assert styled.item() == pytest.approx(style_ref.item(), rel=1e-6)
+    assert loss(fake, real).item() == pytest.approx((perceptual_ref + style_ref).item(), rel=1e-6)
+    plain = VGG19PerceptualLoss.from_state_dict(vgg_state_dict)                    # LSP's: all ones, no style
+    assert plain(fake, real).item() == pytest.approx(sum(l1).item(), rel=1e-6)
+    assert plain.loss_terms(fake, real)[1].item() == 0.0
+
+
 def test_vgg_stays_out_of_owner_state_dict(vgg_state_dict):
     class Owner(nn.Module):
         def __init__(self):

@@ -48,7 +48,7 @@ def test_test_static_and_gt_write_videos_with_sound(capsys, tiny_corpus, runs, t
         kinds = {s.type for s in container.streams}
         codecs = {s.codec_context.name for s in container.streams}
     assert kinds == {"video", "audio"} and "h264" in codecs and "aac" in codecs
-    assert (tmp_path / "runs" / "static" / "smoke" / "config.yaml").is_file()
+    assert (tmp_path / "runs" / "static" / "smoke" / "config.test.yaml").is_file()
 
 
 def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_path):
@@ -76,7 +76,7 @@ def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_pa
     code, err = zoo(capsys, "test", "--model", "lsp.apc", "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"),
                     *SMOKE, runs, "logger=none", "run.name=from-ckpt")
     assert code == 0, err
-    assert "hidden_size: 32" in (tmp_path / "runs" / "lsp.apc" / "from-ckpt" / "config.yaml").read_text()
+    assert "hidden_size: 32" in (tmp_path / "runs" / "lsp.apc" / "from-ckpt" / "config.test.yaml").read_text()
 
     last = run_dir / "checkpoints" / "last.ckpt"     # a config of other sizes: one line before anything runs
     for command in (["test", "--ckpt", str(last)], ["fit", "--resume", str(last)]):
@@ -244,7 +244,6 @@ def test_video_every_n_epochs_checked_and_kept_from_the_stage_config(capsys, tin
     ("trainer.accelerator=banana", "invalid accelerator name"),
     ("trainer.strategy=foo", "invalid strategy name"),
     ("trainer.devices=0", "devices=0"),
-    ("trainer.limit_test_batches=2.5", "invalid value 2.5 for limit_test_batches"),
     ("trainer.max_time=abc", "not a valid duration"),
 ])
 def test_a_trainer_setting_lightning_refuses_is_one_line_before_anything_runs(capsys, tiny_corpus, runs, tmp_path,
@@ -255,3 +254,72 @@ def test_a_trainer_setting_lightning_refuses_is_one_line_before_anything_runs(ca
     code, err = zoo(capsys, "test", "--model", "gt", *SMOKE, runs, "logger=none", setting)
     assert code == 2 and err.startswith("error: invalid trainer.* setting: ") and fragment in err, err
     assert err.count("\n") == 1
+
+
+def test_evaluating_a_training_run_keeps_its_config_and_never_pairs_old_results(capsys, tiny_corpus, runs, tmp_path,
+                                                                               monkeypatch):
+    import pytorch_lightning as pl
+
+    from zoo.errors import ConfigError
+
+    code, err = zoo(capsys, "fit", "--model", "lsp.apc", *SMOKE, runs, "logger=none", "model.hidden_size=32",
+                    "trainer=cpu")
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / "lsp.apc" / "smoke"
+    trained_config = (run_dir / "config.yaml").read_bytes()
+    evaluate = ["validate", "--model", "lsp.apc", "--ckpt", str(run_dir), *SMOKE, runs, "logger=none"]
+    code, err = zoo(capsys, *evaluate)          # a run directory as --ckpt, evaluated into that run
+    assert code == 0, err
+    assert (run_dir / "config.yaml").read_bytes() == trained_config      # the evaluation has its own file
+    assert (run_dir / "config.validate.yaml").is_file()
+    (run_dir / "config.validate.yaml").unlink()
+    code, err = zoo(capsys, *evaluate, "trainer.max_time=abc")           # refused by Lightning: nothing written
+    assert code == 2 and "not a valid duration" in err
+    assert not (run_dir / "config.validate.yaml").exists()
+    stale = run_dir / "results" / "validate.json"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_text('{"from": "an earlier evaluation"}')
+
+    def fail(*args, **kwargs):
+        raise ConfigError("the evaluation failed")
+
+    monkeypatch.setattr(pl.Trainer, "validate", fail)
+    code, err = zoo(capsys, *evaluate)
+    assert code == 2 and err == "error: the evaluation failed\n"
+    assert (run_dir / "config.validate.yaml").is_file() and not stale.exists()   # no results it did not produce
+
+
+def test_a_manually_optimised_model_refuses_clipping_and_accumulation_before_it_runs(capsys, runs, tmp_path):
+    for setting in ("trainer.gradient_clip_val=1", "trainer.accumulate_grad_batches=2"):
+        code, err = zoo(capsys, "fit", "--model", "lsp.renderer", *SMOKE, runs, "logger=none", setting)
+        assert code == 2 and err.startswith("error: model 'lsp.renderer' steps its optimisers itself (manual "
+                                            "optimisation), so Lightning cannot apply trainer.") and \
+            err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_terminated_fit_exits_143_and_says_how_to_continue(tiny_corpus, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import clean_subprocess_env
+
+    run_dir = tmp_path / "runs" / "lsp.apc" / "smoke"
+    command = [sys.executable, "-m", "zoo.cli", "fit", "--model", "lsp.apc", *SMOKE, f"run.runs_dir={tmp_path / 'runs'}",
+               "logger=none", "model.hidden_size=32", "trainer=cpu", "trainer.max_epochs=100000"]
+    process = subprocess.Popen(command, env=clean_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.time() + 240
+        while not (run_dir / "checkpoints" / "last.ckpt").is_file():    # training, past its first epoch
+            assert process.poll() is None and time.time() < deadline, process.communicate()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert (f"error: terminated (SIGTERM); run directory: {run_dir} (--resume auto with run.name=smoke continues "
+            f"from {run_dir / 'checkpoints' / 'last.ckpt'})") in err

@@ -168,6 +168,27 @@ def test_generate_matches_official_sliding_window_loop(sigma_scale):
     torch.testing.assert_close(out, torch.stack(ref, dim=1), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("warmup", [True, False])
+@pytest.mark.parametrize("frame_future", [0, 3])
+def test_forward_from_start_is_generate_teacher_forced(warmup, frame_future):
+    """Training scores each state with the params generate() computes for it: fed the states generate sampled
+    at sigma 0 (its means), the teacher-forced pass gives back those means."""
+    net = _eval(Audio2Headpose(**SMALL_HP))
+    cond = torch.randn(2, 20, 8)
+    means = net.generate(cond, sigma_scale=0.0, frame_future=frame_future, warmup=warmup)
+    states = torch.cat([means, torch.randn(2, frame_future, 3)], dim=1)    # frames without look-ahead audio
+    with torch.no_grad():
+        params = net.forward_from_start(states, cond, frame_future, warmup)
+    assert params.shape == (2, 20 - frame_future, 7)
+    torch.testing.assert_close(params[..., 1:4], means, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_from_start_needs_a_frame_with_its_look_ahead():
+    net = Audio2Headpose(**SMALL_HP)
+    one_line_error(lambda: net.forward_from_start(torch.zeros(1, 3, 3), torch.zeros(1, 3, 8), frame_future=3),
+                   "forward_from_start needs more than frame_future=3 frames, got 3", error=ValueError)
+
+
 # ------------------------------------------------------------------------------------------------ renderer
 
 @pytest.mark.parametrize("size,num_downs,blocks", [(64, 5, 1), (128, 6, 2)])

@@ -83,6 +83,10 @@ def test_rerun_skips_finished_stages_and_force_retrains(trained, capsys):
     out = capsys.readouterr().out
     assert out.count("finished earlier") == 4
     assert (trained / "mouth" / "stage.json").stat().st_mtime == before
+    # the assembled config records what the stages were trained with, as when they trained in the same run
+    assembled = (trained / "config.yaml").read_text()
+    apc = trained / "apc" / json.loads((trained / "apc" / "stage.json").read_text())["checkpoint"]
+    assert assembled.count(f"apc_ckpt: {apc}") == 2 and assembled.count("apc_hidden_size: 32") == 2
     assert main(["fit", "--model", "lsp", *SMALL, f"run.runs_dir={runs}", "--force"]) == 0
     assert "finished earlier" not in capsys.readouterr().out
     assert (trained / "mouth" / "stage.json").stat().st_mtime > before
@@ -100,6 +104,79 @@ def test_force_under_ddp_retrains_every_stage_on_every_rank(trained, monkeypatch
     run = prepare("fit", "lsp", overrides=[*SMALL, f"run.runs_dir={trained.parents[1]}"], force=True)
     assert fit_staged(run, *run.sources, force=True) == {}
     assert started == [(key, None) for key in ("apc", "mouth", "headpose", "renderer")]
+
+
+def test_a_finished_stage_trained_otherwise_is_refused_before_anything_trains(trained, tmp_path, capsys):
+    shutil.copytree(trained.parent, tmp_path / "lsp")
+    run = tmp_path / "lsp" / "smoke"
+    markers = {key: (run / key / "stage.json").read_bytes() for key in ("apc", "mouth", "headpose", "renderer")}
+    fit = ["fit", "--model", "lsp", *SMALL, f"run.runs_dir={tmp_path}"]
+    for change in ("model.mouth.lr=0.5", "mouth.trainer.max_epochs=3", "data.batch_size=3", "run.seed=1"):
+        assert main([*fit, change]) == 2
+        err = capsys.readouterr().err
+        stage = "mouth" if "mouth" in change else "apc"        # the first stage the change reaches
+        assert err.startswith(f"error: stage {stage} finished earlier ({run / stage / 'stage.json'}) but it was "
+                              f"trained with other settings") and "--force retrains every stage" in err, err
+        assert err.count("\n") == 1
+    # a stage that read the checkpoint of an earlier stage which trains again now
+    shutil.rmtree(run / "apc")
+    assert main(fit) == 2
+    assert capsys.readouterr().err == (f"error: stage mouth finished earlier ({run / 'mouth' / 'stage.json'}) with "
+                                       f"the checkpoint of stage apc, which is not finished and trains again now; "
+                                       f"refused rather than retraining mouth (nothing is lost): --force retrains "
+                                       f"every stage\n")
+    # a marker of a zoo that recorded no hash
+    shutil.copytree(trained / "apc", run / "apc")
+    record = json.loads(markers["mouth"])
+    del record["config_hash"]
+    (run / "mouth" / "stage.json").write_text(json.dumps(record))
+    assert main(fit) == 2
+    assert "but its marker records no config hash (an older zoo's)" in capsys.readouterr().err
+    assert {key: (run / key / "stage.json").read_bytes() for key in ("apc", "headpose", "renderer")} == \
+        {key: markers[key] for key in ("apc", "headpose", "renderer")}        # nothing was retrained
+
+
+def test_a_moved_run_directory_is_reused_from_anywhere(trained, tmp_path, monkeypatch, capsys):
+    shutil.copytree(trained.parent, tmp_path / "moved" / "lsp")
+    monkeypatch.chdir(tmp_path)
+    for key in ("apc", "mouth", "headpose", "renderer"):
+        recorded = json.loads((tmp_path / "moved" / "lsp" / "smoke" / key / "stage.json").read_text())["checkpoint"]
+        assert not Path(recorded).is_absolute() and recorded.startswith("checkpoints")   # the stage directory's
+    assert main(["fit", "--model", "lsp", *SMALL, "run.runs_dir=moved"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished earlier, moved/lsp/smoke/") == 4, out
+
+
+def test_force_unmarks_every_stage_before_the_first_trains(trained, tmp_path, monkeypatch):
+    import zoo.harness
+    from zoo.errors import ZooError
+    from zoo.pipeline import fit_staged
+
+    shutil.copytree(trained.parent, tmp_path / "lsp")
+
+    def interrupted(run):
+        raise ZooError("interrupted")
+
+    monkeypatch.setattr(zoo.harness, "execute", interrupted)
+    run = prepare("fit", "lsp", overrides=[*SMALL, f"run.runs_dir={tmp_path}"], force=True)
+    with pytest.raises(ZooError):
+        fit_staged(run, *run.sources, force=True)
+    assert not list((tmp_path / "lsp" / "smoke").glob("*/stage.json"))     # a rerun retrains them all
+
+
+def test_every_stage_is_checked_before_the_first_trains(tiny_corpus, tmp_path, capsys):
+    fit = ["fit", "--model", "lsp", *SMALL, f"run.runs_dir={tmp_path}"]
+    for setting, message in [
+            ("renderer.trainer.max_epoch=1", "unknown key 'trainer.max_epoch' in override "
+                                             "'renderer.trainer.max_epoch=1'"),
+            ("renderer.trainer.limit_train_batches=2.5", "trainer.limit_train_batches must be an int >= 0"),
+            ("trainer.accumulate_grad_batches=2", "stage renderer (lsp.renderer) steps its optimisers itself "
+                                                  "(manual optimisation), so Lightning cannot apply "
+                                                  "trainer.accumulate_grad_batches=2")]:
+        assert main([*fit, setting]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+        assert not (tmp_path / "lsp").exists()                               # no stage trained first
 
 
 def test_a_stage_model_setting_goes_under_model(capsys):
@@ -121,8 +198,9 @@ def test_a_broken_finished_stage_is_one_line(trained, tmp_path, capsys):
                                             f"{tmp_path / 'gone.ckpt'} is missing (--force retrains mouth)\n")
     marker.write_text('{"model": "lsp.mouth", "checkp')
     assert main(fit) == 2
-    assert capsys.readouterr().err.endswith(f"error: {marker}: unreadable marker of the finished stage mouth "
-                                            f"(--force retrains it)\n")
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot parse {marker}: ") and err.endswith(
+        "(the marker of finished stage mouth; --force retrains the stages)\n") and err.count("\n") == 1, err
 
 
 def test_stage_needs_trained_apc(tiny_corpus, tmp_path, capsys):
@@ -190,6 +268,23 @@ def test_assembly_refuses_a_stage_trained_on_another_apc(trained, model, tmp_pat
     one_line_error(lambda: LSP.assemble(copy.deepcopy(model.cfg), checkpoints, datamodule=None),
                    f"stage 'mouth' ({checkpoints['mouth']}) was trained on the features of another APC than stage "
                    f"'apc' ({checkpoints['apc']}); --force retrains the stages", error=ConfigError)
+
+
+@pytest.mark.parametrize("buffer, scale, message", [
+    ("identity", None, "stage 'mouth' was trained on identity 1, the renderer on 0"),
+    ("mouth_scale", 10.0, "stage 'mouth' ({mouth}) was fitted on other data than stage 'renderer' (its person "
+                          "profile's mouth_scale differs); --force retrains the stages"),
+])
+def test_assembly_refuses_a_stage_fitted_on_another_person_or_data(trained, model, tmp_path, buffer, scale, message):
+    """The mouth net's outputs are in its own profile's units; the assembled model converts with the renderer's."""
+    checkpoints = {key: trained / key / "checkpoints" / "last.ckpt" for key in ("apc", "mouth", "headpose", "renderer")}
+    checkpoint = torch.load(checkpoints["mouth"], weights_only=True)
+    state = checkpoint["state_dict"]
+    state[f"profile.{buffer}"] = state[f"profile.{buffer}"] * scale if scale else torch.tensor(1)
+    checkpoints["mouth"] = tmp_path / "other_mouth.ckpt"   # e.g. a mouth stage kept from a fit on other data
+    torch.save(checkpoint, checkpoints["mouth"])
+    one_line_error(lambda: LSP.assemble(copy.deepcopy(model.cfg), checkpoints, datamodule=None),
+                   message.format(mouth=checkpoints["mouth"]), error=ConfigError)
 
 
 def test_a_renderer_too_deep_for_the_frames_stops_before_any_stage(tiny_corpus, tmp_path, capsys):
@@ -434,6 +529,13 @@ def test_quality_benchmark_reports_every_bar(trained, tmp_path, quality_benchmar
     assert result["aggregate"]["gt"]["M-LMD[synth-landmarks]"] == 0.0
     assert len(result["pose_std"]["ratio"]) == 6 and result["num_windows"] > 0
     assert result["all_pass"] == all(b["pass"] for b in bars.values())
+    sync, pose, psnr_db = bars["sync_conf_vs_gt"], bars["pose_std_vs_gt"], bars["renderer_psnr_gt_landmarks_db"]
+    assert sync["value"] == pytest.approx(sync["lsp"] / sync["gt"], rel=1e-3)
+    assert pose["value"] == pytest.approx(result["pose_std"]["mean_ratio"], rel=1e-3)
+    # each verdict is its threshold applied to its value
+    assert bars["m_lmd_vs_static"]["pass"] == (bars["m_lmd_vs_static"]["value"] <= 0.5)
+    assert sync["pass"] == (sync["value"] >= 0.7) and psnr_db["pass"] == (psnr_db["value"] >= 25.0)
+    assert pose["pass"] == (0.5 <= pose["value"] <= 2.0)
     marks = result["diagnosis"]["landmark_m_lmd"]
     assert marks["static"] > 0 and marks["ratio"] == pytest.approx(marks["lsp"] / marks["static"])
     assert marks["lsp_true_pose"] > 0 and marks["detector_on_gt_frames"] > 0

@@ -43,7 +43,7 @@ def test_feature_statistics_is_numpy_cov():
     mu, sigma = feature_statistics(torch.from_numpy(features).float())
     np.testing.assert_allclose(mu, features.astype(np.float32).astype(np.float64).mean(0), rtol=1e-12)
     np.testing.assert_allclose(sigma, np.cov(features.astype(np.float32).astype(np.float64), rowvar=False), rtol=1e-12)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expects \[N, D\] features with N >= 2, got shape \(1, 6\)"):
         feature_statistics(features[:1])
 
 

@@ -128,7 +128,7 @@ def test_ssim_class_matches_functional_over_updates(rgb_pairs, variant):
     assert metric.variant == f"SSIM[{variant}]"
     metric.reset()
     assert int(metric.count) == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown SSIM variant 'torchmetrics'; expected one of"):
         SSIM(variant="torchmetrics", data_range=1.0)
 
 

@@ -41,6 +41,7 @@ def quick_suite(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow                      # the quick_suite fixture runs every benchmark (~60 s)
 def test_quick_suite_collects_every_benchmark(quick_suite):
     suite = json.loads((quick_suite / "perf.json").read_text())
     assert suite["ok"] and suite["failed"] == [] and suite["quick"] and suite["device"] == "cpu"
@@ -80,6 +81,7 @@ def test_quick_suite_collects_every_benchmark(quick_suite):
     assert run["size"] == 64 and run["stream"]["frames_per_s"] > 0 and run["stream"]["real_time_factor"] > 0
 
 
+@pytest.mark.slow                      # the quick_suite fixture runs every benchmark (~60 s)
 def test_quick_suite_markdown_has_one_table_per_benchmark(quick_suite):
     text = (quick_suite / "perf.md").read_text()
     assert text.startswith("# Performance suite") and "quick settings" in text

@@ -97,7 +97,7 @@ def test_rebuild_is_cached_and_interrupted_builds_never_look_complete(tmp_path, 
         build_corpus(cfg, root, progress=False)
     monkeypatch.undo()
     assert (root / "clips").is_dir() and not (root / "dataset.json").exists()
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="is not a prepared dataset: no dataset.json"):
         open_dataset(root)
     calls = []
     real = corpus.generate_clip

@@ -11,7 +11,8 @@
     zoo bench perf [--quick] [--device auto|cpu|cuda] [--only a,b]   the performance suite
 
 Bad input (unknown key/model/data, wrong type, missing file or checkpoint) prints one ``error:`` line and exits
-with code 2; ``--debug`` shows the traceback instead.
+with code 2; ``--debug`` shows the traceback instead. A run stopped by SIGTERM (a scheduler's preemption) says
+where it is and how to continue it, and exits with 143 (128 + SIGTERM), as a terminated process does.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--audio", default=None, help="drive the model with this audio file instead of the "
                                                           "test split (with --out)")
             p.add_argument("--out", default=None, help="mp4 to write for --audio (with the audio muxed in)")
-            p.add_argument("--seed", type=int, default=0, help="seed of sampled motion for --audio")
+            p.add_argument("--seed", type=int, default=None, help="seed of sampled motion for --audio (default 0)")
             p.add_argument("--pose", default=None, help=".npy of head poses [T, 6], one per video frame, to use "
                            "instead of sampled ones (a shorter file holds its last pose)")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -80,16 +81,13 @@ def _cmd_models() -> None:
 def _cmd_config(args) -> None:
     from omegaconf import OmegaConf
 
-    from zoo.config import compose
-    from zoo.harness import add_model_fields
+    from zoo.harness import compose_run
+    from zoo.pipeline import check_stages, is_staged
     from zoo.registry import get_entry
 
-    from zoo.pipeline import split_stage_overrides
-
-    plain, _ = split_stage_overrides(get_entry(args.model).model_class, args.overrides)   # as `zoo fit` does
-    cfg = compose(args.model, args.data, args.config, plain)
-    get_entry(args.model).model_class.configure_data(cfg.data, cfg.model)
-    add_model_fields(cfg)
+    cfg = compose_run(args.model, args.data, args.config, args.overrides)
+    if is_staged(get_entry(args.model).model_class):   # as `zoo fit` checks them before the first stage trains
+        check_stages(cfg, (args.data, args.config, tuple(args.overrides)))
     print(OmegaConf.to_yaml(cfg), end="")
 
 
@@ -105,6 +103,30 @@ def _cmd_data_synth(args) -> None:
     print(f"corpus written to {root}")
 
 
+SIGTERM_EXIT_CODE = 143
+
+
+def _is_sigterm(stop: SystemExit) -> bool:
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    return isinstance(stop, SIGTERMException)
+
+
+def _how_to_continue(run) -> str:
+    """How to continue a run that was stopped."""
+    from zoo.pipeline import is_staged
+    from zoo.registry import get_entry
+
+    if run.stage != "fit":
+        return "run the command again"
+    if is_staged(get_entry(run.cfg.run.model).model_class):
+        return "the same command again resumes the interrupted stage from its checkpoints/last.ckpt"
+    last = run.run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return "no checkpoints/last.ckpt yet: it stopped in its first epoch"
+    return f"--resume auto with run.name={run.run_dir.name} continues from {last}"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["bench", "perf"]:          # the suite parses its own options
@@ -117,8 +139,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra and not hasattr(args, "overrides"):
+        print(f"error: `zoo {args.command}` takes no key=value overrides (got {' '.join(extra)})", file=sys.stderr)
+        return 2
     if extra:
-        args.overrides = list(getattr(args, "overrides", [])) + extra
+        args.overrides = list(args.overrides) + extra
+    if args.command == "predict" and args.audio is None:
+        given = [option for option in ("out", "seed", "pose") if getattr(args, option) is not None]
+        if given:
+            print(f"error: --{given[0]} applies to `zoo predict --audio IN.wav` only; without --audio the model "
+                  f"predicts the test split into its run directory", file=sys.stderr)
+            return 2
     try:
         if args.command == "models":
             _cmd_models()
@@ -137,7 +168,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         elif args.command == "predict" and args.audio is not None:
             from zoo.predict import predict_audio_file
 
-            predict_audio_file(args.model, args.ckpt, args.audio, args.out, args.seed, args.pose, args.overrides)
+            predict_audio_file(args.model, args.ckpt, args.audio, args.out, args.seed or 0, args.pose,
+                               args.overrides)
         else:
             from zoo.harness import execute, prepare
 
@@ -147,6 +179,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                           force=getattr(args, "force", False))
             try:
                 execute(run)
+            except SystemExit as stop:
+                if not _is_sigterm(stop):
+                    raise
+                # Lightning stops a run on SIGTERM by raising a SystemExit without a code (exit status 0): say where
+                # the run is and exit as a terminated process does (128 + 15), so that schedulers see it stopped
+                print(f"error: terminated (SIGTERM); run directory: {run.run_dir} ({_how_to_continue(run)})",
+                      file=sys.stderr)
+                return SIGTERM_EXIT_CODE
             finally:
                 if not name_preset:  # the generated name is for this run's DDP ranks only
                     os.environ.pop("ZOO_RUN_NAME", None)

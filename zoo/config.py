@@ -18,6 +18,8 @@ the key, the file it came from and the valid choices.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -68,10 +70,12 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = None
     gradient_clip_algorithm: str = "norm"
     accumulate_grad_batches: int = 1
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
-    limit_test_batches: Optional[float] = None
-    limit_predict_batches: Optional[float] = None
+    # Lightning reads an int as a number of batches and a float as a fraction (1 is one batch, 1.0 all of them):
+    # typed Any so that the int stays an int (a float field would turn 1 into 1.0); checked by _check_limits
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    limit_predict_batches: Any = None
     check_val_every_n_epoch: int = 1
     log_every_n_steps: int = 10
     num_sanity_val_steps: int = 2
@@ -82,8 +86,7 @@ class TrainerConfig:
 
     bounds: ClassVar[dict[str, str]] = {
         "num_nodes": "[1, inf)", "max_epochs": "[-1, inf)", "max_steps": "[-1, inf)", "gradient_clip_val": "[0, inf)",
-        "accumulate_grad_batches": "[1, inf)", "limit_train_batches": "[0, inf)", "limit_val_batches": "[0, inf)",
-        "limit_test_batches": "[0, inf)", "limit_predict_batches": "[0, inf)", "check_val_every_n_epoch": "[1, inf)",
+        "accumulate_grad_batches": "[1, inf)", "check_val_every_n_epoch": "[1, inf)",
         "log_every_n_steps": "[1, inf)", "num_sanity_val_steps": "[-1, inf)"}
 
 
@@ -210,11 +213,12 @@ def _split_override(item: str) -> tuple[str, str]:
     return key, value
 
 
-def merge_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """Merge ``dotted.key=value`` overrides one at a time, so an error names the override it comes from."""
+def merge_overrides(cfg: DictConfig, overrides: list[str], labels: Optional[dict[str, str]] = None) -> DictConfig:
+    """Merge ``dotted.key=value`` overrides one at a time, so an error names the override it comes from (as
+    ``labels`` spells it, when given: the user's text of an override that was rewritten before it got here)."""
     for item in overrides:
         _split_override(item)
-        source = f"override '{item}'"
+        source = f"override '{(labels or {}).get(item, item)}'"
         try:
             layer = OmegaConf.from_dotlist([item])
         except Exception as err:  # OmegaConf's grammar errors and yaml.YAMLError alike: one line
@@ -263,11 +267,13 @@ def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def compose(model: str, data: Optional[str] = None, config_file: Optional[str] = None,
-            overrides: Optional[list[str]] = None, trained: Optional[tuple[str, dict]] = None) -> DictConfig:
+            overrides: Optional[list[str]] = None, trained: Optional[tuple[str, dict]] = None,
+            labels: Optional[dict[str, str]] = None) -> DictConfig:
     """Compose the typed run config in the documented order; raises :class:`ConfigError` on any bad input.
 
     ``trained`` is ``(checkpoint path, its hyper-parameters)``: the model settings a checkpoint was trained with
     take the place of the model's defaults, and an experiment, ``--config`` file or override still wins over them.
+    ``labels`` names overrides in errors as the user wrote them (see :func:`merge_overrides`).
     """
     selections, dotted = _parse_overrides(list(overrides or []))
     if data is not None:
@@ -292,7 +298,7 @@ def compose(model: str, data: Optional[str] = None, config_file: Optional[str] =
         cfg = merge_layer(cfg, _load_yaml(path, what), str(path))
         if what == trained_after:
             cfg = _merge_trained(cfg, trained)
-    cfg = merge_overrides(cfg, dotted)
+    cfg = merge_overrides(cfg, dotted, labels)
     check_interpolations(cfg)
     if cfg.run.model != model:
         raise ConfigError(f"run.model is '{cfg.run.model}' but --model is '{model}'; set the model with --model only")
@@ -300,7 +306,23 @@ def compose(model: str, data: Optional[str] = None, config_file: Optional[str] =
     for section, schema in (("run", RunConfig), ("trainer", TrainerConfig), ("logger", LoggerConfig),
                             ("data", DataSection), ("model", get_entry(model).config)):
         check_bounds(cfg[section], schema, section)
+    _check_limits(cfg.trainer)
     return cfg
+
+
+LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+
+
+def _check_limits(trainer: DictConfig) -> None:
+    """``trainer.limit_*_batches``: an int >= 0 (batches) or a float in [0, 1] (a fraction), as Lightning reads
+    them; anything else is one line here rather than Lightning's message when the Trainer starts."""
+    for name in LIMITS:
+        value = trainer[name]
+        batches = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        fraction = isinstance(value, float) and 0.0 <= value <= 1.0
+        if value is not None and not (batches or fraction):
+            raise ConfigError(f"trainer.{name} must be an int >= 0 (batches) or a float in [0, 1] (a fraction of "
+                              f"them), got {value!r}")
 
 
 _CHOICES = {
@@ -357,6 +379,26 @@ def to_dataclass(node: DictConfig, cls: type) -> Any:
             value = OmegaConf.to_container(value, resolve=True)
         values[f.name] = value
     return cls(**values)
+
+
+# Config keys that change where or how loudly a run works, not what it computes: left out of config_hash.
+UNHASHED = ("run.name", "run.runs_dir", "run.save_videos", "trainer.progress_bar", "logger", "eval.kit_dir",
+            "data.num_workers", "data.root")
+
+
+def config_hash(cfg: Any, extra: str = "") -> str:
+    """12 hex digits of a composed config (a DictConfig or its plain container) without the :data:`UNHASHED` keys,
+    plus ``extra`` (e.g. a checkpoint's identity). The bench names its runs by it; a staged fit records it per
+    stage to tell a finished stage trained under other settings."""
+    container = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else json.loads(json.dumps(cfg))
+    for dotted in UNHASHED:
+        *path, last = dotted.split(".")
+        parent = container
+        for key in path:
+            parent = parent.get(key, {})
+        parent.pop(last, None)
+    text = json.dumps(container, sort_keys=True, default=str) + extra
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:

@@ -1,6 +1,7 @@
 """The training/evaluation harness behind the CLI: config -> run directory -> datamodule, model, Trainer.
 
-One run directory per run, ``<runs_dir>/<model>/<name>/``, holding ``config.yaml``, ``checkpoints/``
+One run directory per run, ``<runs_dir>/<model>/<name>/``, holding ``config.yaml`` (an evaluation's config:
+``config.<stage>.yaml``, see :func:`config_name`), ``checkpoints/``
 (``last.ckpt`` + the best of the monitored metric), logger files, ``media/`` (mp4s with sound) and ``results/``.
 """
 from __future__ import annotations
@@ -102,33 +103,65 @@ def resolve_run(stage: str, cfg: DictConfig, resume: Optional[str], ckpt: Option
                 return Run(stage, cfg, run_dir, str(run_dir / "checkpoints" / "last.ckpt"))
         run_dir = _model_root(cfg) / _run_name(cfg)
         cfg.run.name = run_dir.name
-        is_relaunched_rank = int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("RANK", "0")) > 0
-        if any((run_dir / "checkpoints").glob("*.ckpt")) and not is_relaunched_rank:
+        if any((run_dir / "checkpoints").glob("*.ckpt")) and is_rank_zero_process():   # other ranks: relaunched
             raise ConfigError(f"run directory {run_dir} already has checkpoints; pass --resume auto to continue it "
                               f"or choose another run.name")
         return Run(stage, cfg, run_dir, None)
     # validate / test / predict
     if resume is not None:
         raise ConfigError(f"--resume only applies to `zoo fit`; use --ckpt PATH for `zoo {stage}`")
-    path: Optional[Path] = None
-    if ckpt is not None:
-        path = Path(ckpt)
-        if not path.is_file():
-            raise ConfigError(f"--ckpt checkpoint not found: {path}")
-    elif trainable:
-        name = cfg.run.name
-        model_class = get_entry(cfg.run.model).model_class
-        if not name and hasattr(model_class, "default_run_name"):   # e.g. LSP's identity<model.identity>
-            own = model_class.default_run_name(cfg.model)
-            name = own if best_checkpoint(_model_root(cfg) / own) else None
-        source = _model_root(cfg) / name if name else _latest_run_with(cfg, "*.ckpt")
-        path = best_checkpoint(source) if source is not None else None
-        if path is None:
-            raise ConfigError(f"no checkpoint found for model '{cfg.run.model}' under {_model_root(cfg)}; "
-                              f"train it with `zoo fit --model {cfg.run.model}` or pass --ckpt PATH")
+    path = find_checkpoint(cfg, ckpt) if ckpt is not None or trainable else None   # baselines need none
     run_dir = _model_root(cfg) / _run_name(cfg)
     cfg.run.name = run_dir.name
     return Run(stage, cfg, run_dir, str(path) if path else None)
+
+
+def find_checkpoint(cfg: DictConfig, ckpt: Optional[str]) -> Path:
+    """The checkpoint to evaluate or predict with: ``--ckpt`` (a file, or a run directory: its best checkpoint,
+    else its ``last.ckpt``), else the best checkpoint of the model's default run (LSP: ``identity<k>``) when it has
+    one, else of the model's latest run under ``run.runs_dir``; one line when there is none."""
+    if ckpt is not None:
+        path = Path(ckpt)
+        if path.is_dir():
+            found = best_checkpoint(path)
+            if found is None:
+                raise ConfigError(f"--ckpt {path}: no checkpoints/best*.ckpt or checkpoints/last.ckpt in that run")
+            return found
+        if not path.is_file():
+            raise ConfigError(f"--ckpt checkpoint not found: {path}")
+        return path
+    name = cfg.run.name
+    model_class = get_entry(cfg.run.model).model_class
+    if not name and hasattr(model_class, "default_run_name"):   # e.g. LSP's identity<model.identity>
+        own = model_class.default_run_name(cfg.model)
+        name = own if best_checkpoint(_model_root(cfg) / own) else None
+    source = _model_root(cfg) / name if name else _latest_run_with(cfg, "*.ckpt")
+    found = best_checkpoint(source) if source is not None else None
+    if found is None:
+        raise ConfigError(f"no checkpoint found for model '{cfg.run.model}' under {_model_root(cfg)}; "
+                          f"train it with `zoo fit --model {cfg.run.model}` or pass --ckpt PATH")
+    return found
+
+
+def refuse_manual_optimisation_settings(cfg: DictConfig, what: Optional[str] = None) -> None:
+    """One line for ``trainer.gradient_clip_val`` / ``accumulate_grad_batches`` on a module that steps its optimisers
+    itself (``automatic_optimization = False``, e.g. a GAN): Lightning refuses them only once that fit starts.
+
+    The module sets the flag when it is built, so it is built here on the meta device (no memory, no weights)."""
+    import torch
+
+    t = cfg.trainer
+    settings = [f"trainer.gradient_clip_val={t.gradient_clip_val}"] if t.gradient_clip_val else []
+    settings += [f"trainer.accumulate_grad_batches={t.accumulate_grad_batches}"] if t.accumulate_grad_batches != 1 else []
+    if not settings:
+        return
+    entry = get_entry(cfg.run.model)
+    with torch.device("meta"):
+        module = entry.builder(to_dataclass(cfg.model, entry.config))
+    if not module.automatic_optimization:
+        where = " for this stage (the other stages take <stage>.trainer.<key>=... of their own)" if what else ""
+        raise ConfigError(f"{what or f'model {entry.name!r}'} steps its optimisers itself (manual optimisation), "
+                          f"so Lightning cannot apply {' and '.join(settings)}: leave it unset{where}")
 
 
 def add_model_fields(cfg: DictConfig) -> None:
@@ -306,29 +339,43 @@ def build_trainer(run: Run, logger, kit: Callable[[], Optional[Path]] = lambda: 
         raise ConfigError(f"invalid trainer.* setting: {str(error).strip().splitlines()[0]}") from None
 
 
+def compose_run(model: str, data: Optional[str] = None, config_file: Optional[str] = None,
+                overrides: Optional[list[str]] = None, trained: Optional[tuple[str, dict]] = None) -> DictConfig:
+    """The composed run config of ``model`` as ``zoo fit|test|config`` use it: the data follows the model (e.g. a
+    person's clips) and holds the fields it needs. Stage-only overrides of a staged model
+    (``renderer.trainer.max_epochs=...``) are left to :mod:`zoo.pipeline`."""
+    plain, _ = split_stage_overrides(get_entry(model).model_class, list(overrides or ()))
+    cfg = compose(model, data, config_file, plain, trained)
+    get_entry(cfg.run.model).model_class.configure_data(cfg.data, cfg.model)
+    add_model_fields(cfg)
+    return cfg
+
+
 def prepare(stage: str, model: str, data: Optional[str] = None, config_file: Optional[str] = None,
             overrides: Optional[list[str]] = None, resume: Optional[str] = None,
             ckpt: Optional[str] = None, force: bool = False) -> Run:
     """Compose the config and resolve the run directory (no side effects besides validation)."""
     if stage not in STAGES:
         raise ConfigError(f"unknown command '{stage}'; valid: {', '.join(STAGES)}")
-    # stage-only overrides of a staged model (renderer.trainer.max_epochs=...) are applied by zoo.pipeline
-    plain, _ = split_stage_overrides(get_entry(model).model_class, list(overrides or ()))
-
-    def composed(trained: Optional[tuple[str, dict]] = None) -> DictConfig:
-        cfg = compose(model, data, config_file, plain, trained)
-        get_entry(cfg.run.model).model_class.configure_data(cfg.data, cfg.model)
-        add_model_fields(cfg)
-        return cfg
-
-    run = resolve_run(stage, composed(), resume, ckpt)
+    if force and not is_staged(get_entry(model).model_class):
+        raise ConfigError(f"--force retrains the finished stages of a staged model (e.g. lsp); '{model}' trains in "
+                          f"one run: start another (run.name=...) or continue it with --resume auto")
+    run = resolve_run(stage, compose_run(model, data, config_file, overrides), resume, ckpt)
     if stage != "fit" and run.ckpt_path:   # evaluate the model as it was trained, unless told otherwise
         trained = load_checkpoint(run.ckpt_path, str(run.ckpt_path)).get("hyper_parameters")
         if trained is not None:
-            name, run.cfg = run.cfg.run.name, composed((run.ckpt_path, trained))
+            name, run.cfg = run.cfg.run.name, compose_run(model, data, config_file, overrides,
+                                                          (run.ckpt_path, trained))
             run.cfg.run.name = name
     run.sources, run.force = (data, config_file, tuple(overrides or ())), force
     return run
+
+
+def config_name(stage: str) -> str:
+    """The file a run's composed config is saved to: ``config.yaml`` for a fit, ``config.<stage>.yaml`` for an
+    evaluation, which may run in a training run's directory (``--ckpt`` / ``run.name`` of that run) and must not
+    replace the config the model was trained with."""
+    return "config.yaml" if stage == "fit" else f"config.{stage}.yaml"
 
 
 def execute(run: Run) -> dict:
@@ -337,6 +384,8 @@ def execute(run: Run) -> dict:
     entry = get_entry(cfg.run.model)
     if run.stage == "fit" and is_staged(entry.model_class):
         return fit_staged(run, *run.sources, force=run.force)
+    if run.stage == "fit":
+        refuse_manual_optimisation_settings(cfg)
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     model = entry.builder(to_dataclass(cfg.model, entry.config))
@@ -344,11 +393,14 @@ def execute(run: Run) -> dict:
         state = load_checkpoint_state_dict(run.ckpt_path, str(run.ckpt_path))
         load_strict(model, state, f"checkpoint {run.ckpt_path} does not fit model '{cfg.run.model}' as configured "
                                   f"(another model's, or trained with other model.* settings?)")
-    if pl.utilities.rank_zero.rank_zero_only.rank == 0:
-        save_config(cfg, run.run_dir / "config.yaml")
     logger = build_logger(cfg, run.run_dir, job_type=run.stage)
     kit = None
     trainer = build_trainer(run, logger, lambda: kit)   # bad trainer.* settings fail before the kit trains
+    if is_rank_zero_process():   # only a config that runs is written, next to what it produces
+        if run.stage != "fit":
+            # a results file of an earlier evaluation must not pair with this config if this one fails
+            (run.run_dir / "results" / f"{run.stage}.json").unlink(missing_ok=True)
+        save_config(cfg, run.run_dir / config_name(run.stage))
     if run.stage in ("validate", "test") and issubclass(entry.model_class, TalkingHeadModel):
         kit = prepare_evaluation(cfg, datamodule)
     if run.stage == "fit":

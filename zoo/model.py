@@ -8,6 +8,7 @@ so no method re-implements metric evaluation or video writing.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from zoo.errors import DataError
+from zoo.errors import ConfigError, DataError
 
 
 @dataclass
@@ -107,6 +108,32 @@ class ZooModule(pl.LightningModule):
         generated side by side), or None (the default) for modules with nothing to show. Logged by
         :class:`zoo.evaluation.ValidationVideos` with the batch's audio."""
         return None
+
+    def scheduled_batches(self, optimizer_steps_per_batch: int = 1) -> int:
+        """The training batches this fit runs: the length of a learning-rate schedule stepped once per batch.
+
+        A module that steps ``optimizer_steps_per_batch`` optimisers by hand (a GAN: G and D) advances Lightning's
+        ``global_step`` by that much a batch, so ``trainer.max_steps=N`` stops after ``N / k`` batches, while
+        ``estimated_stepping_batches`` counts ``N``. One :class:`ConfigError` line when the run has no bound.
+        """
+        trainer = self.trainer
+        batches = float(trainer.estimated_stepping_batches)
+        if trainer.max_steps > 0:
+            batches = min(batches, math.ceil(trainer.max_steps / optimizer_steps_per_batch))
+        if not math.isfinite(batches):
+            raise ConfigError(f"{type(self).__name__}'s learning-rate schedule needs a bounded run: set "
+                              f"trainer.max_epochs or trainer.max_steps")
+        return max(1, int(batches))
+
+    def require_windows_longer_than(self, frames: int, what: str) -> None:
+        """One :class:`ConfigError` line before the first step unless the datamodule's training and validation
+        windows are longer than ``frames`` (what ``what``, a setting, needs); whole-clip windows are not checked."""
+        datamodule = self.trainer.datamodule
+        for key, window in (("window_seconds", datamodule.window_frames),
+                            ("val_window_seconds", datamodule.val_window_frames)):
+            if window is not None and window <= frames:
+                raise ConfigError(f"{what} needs windows of more than {frames} frames, data.{key} gives {window} "
+                                  f"at {datamodule.fps:g} fps")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self.step(batch, "train")

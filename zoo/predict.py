@@ -14,29 +14,16 @@ import numpy as np
 import torch
 
 from zoo.errors import ConfigError, DataError
-from zoo.harness import best_checkpoint
+from zoo.harness import compose_run, find_checkpoint
 from zoo.model import head_poses
 from zoo.registry import get_entry
 
 
-def resolve_checkpoint(model: str, ckpt: Optional[str], runs_dir: str = "runs") -> Path:
-    """A checkpoint file from ``--ckpt`` (a file, or a run directory: its best, else last), or the latest run."""
-    if ckpt is None:
-        runs = sorted(Path(runs_dir, model).glob("*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
-        found = best_checkpoint(runs[-1].parents[1]) if runs else None
-        if found is None:
-            raise ConfigError(f"no checkpoint found for model '{model}' under {Path(runs_dir, model)}; "
-                              f"train it with `zoo fit --model {model}` or pass --ckpt RUN")
-        return found
-    path = Path(ckpt)
-    if path.is_dir():
-        found = best_checkpoint(path)
-        if found is None:
-            raise ConfigError(f"--ckpt {path}: no checkpoints/best*.ckpt or checkpoints/last.ckpt in that run")
-        return found
-    if not path.is_file():
-        raise ConfigError(f"--ckpt checkpoint not found: {path}")
-    return path
+def resolve_checkpoint(model: str, ckpt: Optional[str]) -> Path:
+    """The checkpoint ``zoo predict --model MODEL --ckpt CKPT --audio ...`` uses: :func:`zoo.harness.find_checkpoint`
+    under the model's default config (where its runs are, ``run.runs_dir``, and its default run, LSP's
+    ``identity<k>``)."""
+    return find_checkpoint(compose_run(model), ckpt)
 
 
 def load_poses(path: str) -> torch.Tensor:

@@ -212,6 +212,40 @@ class Audio2Headpose(nn.Module):
         cond = self.condition(cond_apc_pairs).transpose(1, 2)
         return self.WaveNet(history.transpose(1, 2), cond).transpose(1, 2)
 
+    def warmed_up_condition(self, cond_apc_pairs: torch.Tensor, warmup: bool) -> tuple[torch.Tensor, int]:
+        """The downsampled condition [B, offset + T, cond_channels] of a sequence starting at frame 0, and
+        ``offset``: with ``warmup``, ``receptive_field - 1`` copies of frame 0 come first (the official sliding
+        window at frame 0), else none (zero padding)."""
+        cond = self.condition(cond_apc_pairs)
+        offset = self.receptive_field - 1 if warmup else 0
+        if offset:
+            cond = torch.cat([cond[:, :1].expand(-1, offset, -1), cond], dim=1)
+        return cond, offset
+
+    def forward_from_start(self, states: torch.Tensor, cond_apc_pairs: torch.Tensor, frame_future: int = 0,
+                           warmup: bool = True) -> torch.Tensor:
+        """Teacher-forced twin of :meth:`generate`: the params :meth:`generate` computes at each frame when the
+        states it samples are ``states``, so training sees the context inference runs in (the warm-up, and a
+        zero history before frame 0) instead of the WaveNet's zero padding.
+
+        Args:
+            states: float [B, T, D], the states of frames ``0..T-1`` (the targets).
+            cond_apc_pairs: float [B, T, 2*apc_dim] of the same frames, not shifted.
+            frame_future: audio look-ahead in frames; the last ``frame_future`` frames, whose look-ahead audio is
+                past the sequence, get no params.
+
+        Returns:
+            params float [B, T - frame_future, 2*D+1]; ``params[:, t]`` predicts ``states[:, t]``.
+        """
+        b, t, d = states.shape
+        n_out = t - frame_future
+        if n_out <= 0:
+            raise ValueError(f"forward_from_start needs more than frame_future={frame_future} frames, got {t}")
+        cond, offset = self.warmed_up_condition(cond_apc_pairs, warmup)
+        history = torch.cat([states.new_zeros(b, offset + 1, d), states[:, :n_out - 1]], dim=1)
+        cond = cond[:, frame_future:frame_future + offset + n_out]
+        return self.WaveNet(history.transpose(1, 2), cond.transpose(1, 2)).transpose(1, 2)[:, offset:]
+
     @torch.no_grad()
     def generate(self, cond_apc_pairs: torch.Tensor, sigma_scale: float = 0.3,
                  generator: torch.Generator | None = None, initial_history: torch.Tensor | None = None,
@@ -241,10 +275,7 @@ class Audio2Headpose(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            cond = self.condition(cond_apc_pairs)
-            offset = self.receptive_field - 1 if warmup else 0
-            if offset:
-                cond = torch.cat([cond[:, :1].expand(b, offset, -1), cond], dim=1)
+            cond, offset = self.warmed_up_condition(cond_apc_pairs, warmup)
             prev = torch.zeros(b, self.state_dim, device=cond.device, dtype=cond.dtype)
             if initial_history is not None:
                 prev = prev + initial_history.to(prev)  # broadcasts [D] or [B, D]

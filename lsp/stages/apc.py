@@ -6,7 +6,7 @@ frame ``n = prediction_steps`` ahead and its prediction from the GRU state at th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,11 @@ class APCStage(ZooModule):
         self.save_hyperparameters(vars(cfg), logger=False)  # the logger gets the whole composed config
         self.cfg = cfg
         self.apc = APC(cfg.mel_dim, cfg.hidden_size, cfg.num_layers)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        # a window of T frames has 2T mel rows, of which 2T - n have a target
+        self.require_windows_longer_than(self.cfg.prediction_steps // 2,
+                                         f"model.prediction_steps={self.cfg.prediction_steps}")
 
     def _loss(self, mel: torch.Tensor) -> torch.Tensor:
         n = self.cfg.prediction_steps

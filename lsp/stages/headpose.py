@@ -4,7 +4,8 @@ The state is LSP's pose (6) + velocity (6), standardised per dimension with the 
 (:class:`~lsp.person.PersonProfile`): LSP uses raw degrees and face units, which makes its ``sigma_min = 0.03``
 depend on the units; in standard units the floor means the same for any dataset. Trained teacher-forced with the
 Gaussian negative log-likelihood: the state of frame t is predicted from the states before it and the audio
-250 ms ahead. At inference it is sampled frame by frame with a reduced sigma (LSP: 0.3).
+250 ms ahead, each window from the warm-up context inference starts from. At inference it is sampled frame by
+frame with a reduced sigma (LSP: 0.3).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 from lsp.geometry import pose_velocity
 from lsp.networks.headpose import Audio2Headpose, gaussian_nll
-from lsp.speech import look_ahead, repeat_last, seconds_to_frames
+from lsp.speech import repeat_last
 from lsp.stages.person import AudioDrivenStage, AudioStageConfig, sketch_video
 
 
@@ -39,7 +40,14 @@ class HeadposeConfig(AudioStageConfig):
     bounds: ClassVar[dict[str, str]] = {
         **AudioStageConfig.bounds, "residual_layers": "[1, inf)", "residual_blocks": "[1, inf)",
         "dilation_channels": "[1, inf)", "residual_channels": "[1, inf)", "skip_channels": "[1, inf)",
-        "look_ahead_seconds": "[0, inf)", "sigma_min": "(0, inf)", "sigma_scale": "[0, inf)"}
+        "sigma_min": "(0, inf)", "sigma_scale": "[0, inf)"}
+
+
+def headpose_network(cfg: HeadposeConfig, apc_dim: int) -> Audio2Headpose:
+    """The stage's network, as the stage trains it and the assembled LSP runs it."""
+    return Audio2Headpose(apc_dim, residual_layers=cfg.residual_layers, residual_blocks=cfg.residual_blocks,
+                          dilation_channels=cfg.dilation_channels, residual_channels=cfg.residual_channels,
+                          skip_channels=cfg.skip_channels)
 
 
 class HeadposeStage(AudioDrivenStage):
@@ -52,19 +60,15 @@ class HeadposeStage(AudioDrivenStage):
         super().__init__(cfg.apc_hidden_size, cfg.apc_num_layers)
         self.save_hyperparameters(vars(cfg), logger=False)
         self.cfg = cfg
-        self.net = Audio2Headpose(cfg.apc_hidden_size, residual_layers=cfg.residual_layers,
-                                  residual_blocks=cfg.residual_blocks, dilation_channels=cfg.dilation_channels,
-                                  residual_channels=cfg.residual_channels, skip_channels=cfg.skip_channels)
-
-    def look_ahead_frames(self) -> int:
-        return seconds_to_frames(self.cfg.look_ahead_seconds, float(self.profile.fps))
+        self.net = headpose_network(cfg, cfg.apc_hidden_size)
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
-        condition = look_ahead(self.audio_features(batch["mel"], batch), self.look_ahead_frames())
         state = self.profile.normalise_state(pose_velocity(batch["pose"]))
-        # history[t] = state[t - 1]: the window's first state is only history, never a target
-        params = self.net(state[:, :-1], condition[:, 1:])
-        loss = gaussian_nll(params, state[:, 1:], self.cfg.sigma_min)
+        # Each window is scored as inference samples a sequence: after the warm-up, from a zero (mean) history,
+        # and only where its look-ahead audio is inside the window. The 255-frame receptive field is longer than
+        # the corpus' 8 s clips, so LSP's alternative, windows with a receptive field of real history, cannot exist.
+        params = self.net.forward_from_start(state, self.audio_features(batch["mel"], batch), self.look_ahead_frames())
+        loss = gaussian_nll(params, state[:, :params.shape[1]], self.cfg.sigma_min)
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=len(state))
         return loss
 

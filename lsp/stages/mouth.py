@@ -18,10 +18,9 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 
-from lsp.geometry import MOUTH_INDICES
 from lsp.networks.audio2mouth import Audio2Mouth
-from lsp.person import speaker_mouth_units
-from lsp.speech import repeat_last, seconds_to_frames
+from lsp.person import mouth_deltas, speaker_mouth_units
+from lsp.speech import repeat_last
 from lsp.stages.person import AudioDrivenStage, AudioStageConfig, sketch_video
 from zoo.errors import DataError
 
@@ -34,7 +33,12 @@ class MouthConfig(AudioStageConfig):
     other_speakers: bool = True        # not in LSP: also train on the other identities' clips (module docstring)
 
     bounds: ClassVar[dict[str, str]] = {**AudioStageConfig.bounds, "hidden_size": "[1, inf)",
-                                        "num_layers": "[1, inf)", "look_ahead_seconds": "[0, inf)"}
+                                        "num_layers": "[1, inf)"}
+
+
+def mouth_network(cfg: MouthConfig, apc_dim: int) -> Audio2Mouth:
+    """The stage's network, as the stage trains it and the assembled LSP runs it."""
+    return Audio2Mouth(apc_dim, cfg.hidden_size, cfg.num_layers)
 
 
 class MouthStage(AudioDrivenStage):
@@ -47,7 +51,7 @@ class MouthStage(AudioDrivenStage):
         super().__init__(cfg.apc_hidden_size, cfg.apc_num_layers)
         self.save_hyperparameters(vars(cfg), logger=False)
         self.cfg = cfg
-        self.net = Audio2Mouth(cfg.apc_hidden_size, cfg.hidden_size, cfg.num_layers)
+        self.net = mouth_network(cfg, cfg.apc_hidden_size)
 
     @classmethod
     def configure_data(cls, data_cfg, model_cfg) -> None:
@@ -75,18 +79,13 @@ class MouthStage(AudioDrivenStage):
                             f"normalised (model.other_speakers)")
         means = torch.stack([self._speakers[i][0] for i in identities]).to(batch["landmarks3d"])   # [B, 25, 3]
         scales = torch.stack([self._speakers[i][1] for i in identities]).to(batch["landmarks3d"])  # [B]
-        index = torch.as_tensor(MOUTH_INDICES, device=batch["landmarks3d"].device)
-        deltas = (batch["landmarks3d"][..., index, :] - means[:, None]) / scales[:, None, None, None]
-        return deltas.flatten(-2)
-
-    def delay(self) -> int:
-        return seconds_to_frames(self.cfg.look_ahead_seconds, float(self.profile.fps))
+        return mouth_deltas(batch["landmarks3d"], means[:, None], scales[:, None])
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         features = self.audio_features(batch["mel"], batch)
         target = self.mouth_target(batch)
         predicted, _ = self.net(features)
-        d = self.delay()
+        d = self.look_ahead_frames()
         loss = F.mse_loss(predicted[:, d:], target[:, : target.shape[1] - d])
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=len(target))
         return loss
@@ -101,7 +100,7 @@ class MouthStage(AudioDrivenStage):
     @torch.no_grad()
     def preview(self, batch: dict) -> torch.Tensor:
         """Ground-truth | predicted face sketches (under the true head pose), float [B, T, 3, H, 2W]."""
-        predicted = self.predict_deltas(self.audio_features(batch["mel"]), self.delay())
+        predicted = self.predict_deltas(self.audio_features(batch["mel"]), self.look_ahead_frames())
         truth = self.profile.sketch(batch["landmarks3d"], batch["pose"])
         generated = self.profile.sketch(self.profile.face_from_mouth(predicted), batch["pose"])
         return sketch_video(truth, generated)

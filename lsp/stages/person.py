@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+import numpy as np
 import torch
 
 from lsp.person import PersonProfile, person_clip_ids
 from lsp.networks.audio2mouth import pair_frames
-from lsp.speech import FrozenAPC
+from lsp.speech import FrozenAPC, seconds_to_frames
+from zoo.data.features import FeatureCache
 from zoo.model import ZooModule
 
 
@@ -46,11 +48,13 @@ class AudioStageConfig:
     apc_num_layers: int = 3
     lr: float = 1e-3                   # LSP: 1e-4 for 500 epochs; the short default budget needs a larger step
     betas: tuple[float, float] = (0.9, 0.99)
-    lr_step_fraction: float = 0.5      # step decay halfway (LSP: epoch 250 of 500), gamma 0.2
+    lr_step_fraction: float = 0.5      # one step decay halfway (LSP: epoch 250 of 500), gamma 0.2
     lr_gamma: float = 0.2
+    look_ahead_seconds: float = 0.0    # how far ahead of a frame the audio is heard (each stage sets LSP's)
 
     bounds: ClassVar[dict[str, str]] = {"apc_hidden_size": "[1, inf)", "apc_num_layers": "[1, inf)", "lr": "(0, inf)",
-                                        "lr_step_fraction": "[0, 1]", "lr_gamma": "(0, 1]"}
+                                        "lr_step_fraction": "(0, 1]", "lr_gamma": "(0, 1]",
+                                        "look_ahead_seconds": "[0, inf)"}
 
 
 class AudioDrivenStage(PersonStage):
@@ -59,34 +63,51 @@ class AudioDrivenStage(PersonStage):
     def __init__(self, apc_hidden_size: int = 512, apc_num_layers: int = 3):
         super().__init__()
         self.speech = FrozenAPC(hidden_size=apc_hidden_size, num_layers=apc_num_layers)
-        self._features: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._clip_features: dict[str, torch.Tensor] = {}
+        self._mel: Optional[FeatureCache] = None
 
     def setup(self, stage: Optional[str] = None) -> None:
+        datamodule = self.trainer.datamodule
+        # a look-ahead as long as a window leaves the window no frame to learn from
+        self.require_windows_longer_than(self.look_ahead_frames(datamodule.fps),
+                                         f"model.look_ahead_seconds={self.cfg.look_ahead_seconds}")
         super().setup(stage)
         if stage == "fit":   # a resumed fit then restores the same weights from its own checkpoint
             self.speech.load_stage_checkpoint(self.cfg.apc_ckpt, "model.apc_ckpt")
+        self._mel = FeatureCache(datamodule.dataset, "mel")
+
+    def look_ahead_frames(self, fps: Optional[float] = None) -> int:
+        """``model.look_ahead_seconds`` in frames at ``fps`` (default: the person's)."""
+        return seconds_to_frames(self.cfg.look_ahead_seconds, float(self.profile.fps if fps is None else fps))
 
     def audio_features(self, mel: torch.Tensor, batch: Optional[dict] = None) -> torch.Tensor:
         """Per-frame APC features [B, T, 2D] of mel [B, 2T, 80].
 
-        With ``batch`` (its ``clip_id`` and ``start``), features are memoised per window: the APC is frozen and a
-        fit revisits the same windows every epoch, so each is encoded once (about half of a step's time otherwise).
+        With ``batch`` (its ``clip_id`` and ``start``), the window is cut from its whole clip's features: inference
+        runs the APC over the whole stream, so a window encoded alone would start from a cold GRU state that
+        inference never sees (its first ~10 frames differ). Each clip is encoded once: the APC is frozen and a fit
+        revisits the same clips every epoch.
         """
         if batch is None:
             return pair_frames(self.speech(mel)[0])
-        keys = [(c, int(s), mel.shape[1]) for c, s in zip(batch["clip_id"], batch["start"])]
-        todo = [i for i, key in enumerate(keys) if key not in self._features]
-        if todo:
-            for i, features in zip(todo, pair_frames(self.speech(mel[todo])[0])):
-                self._features[keys[i]] = features
-        return torch.stack([self._features[key] for key in keys])
+        frames = mel.shape[1] // 2
+        return torch.stack([self.clip_features(clip_id)[int(start):int(start) + frames]
+                            for clip_id, start in zip(batch["clip_id"], batch["start"])])
+
+    def clip_features(self, clip_id: str) -> torch.Tensor:
+        """APC features [T, 2D] of a whole clip of the datamodule's dataset (memoised)."""
+        features = self._clip_features.get(clip_id)
+        if features is None:
+            mel = torch.from_numpy(np.array(self._mel.get(clip_id)))[None].to(self.device)
+            features = self._clip_features[clip_id] = pair_frames(self.speech(mel)[0])[0]
+        return features
 
     def configure_optimizers(self):
-        """LSP's Adam with a step decay after ``lr_step_fraction`` of the run (500 epochs, step 250, gamma 0.2)."""
+        """LSP's Adam with one step decay after ``lr_step_fraction`` of the run (500 epochs, at 250, gamma 0.2)."""
         c = self.cfg
         optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=c.lr, betas=tuple(c.betas))
-        step = max(1, int(self.trainer.estimated_stepping_batches * c.lr_step_fraction))
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=c.lr_gamma)
+        step = max(1, int(self.scheduled_batches() * c.lr_step_fraction))
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[step], gamma=c.lr_gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

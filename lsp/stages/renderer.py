@@ -88,6 +88,12 @@ def check_renderer_depth(num_downs: int, frame_size: int) -> None:
                           f"--model lsp`)")
 
 
+def renderer_generator(cfg: RendererConfig) -> Feature2FaceGenerator:
+    """The stage's generator, as the stage trains it and the assembled LSP runs it."""
+    return Feature2FaceGenerator(RENDERER_INPUT_CHANNELS, 3, cfg.num_downs, cfg.ngf, cfg.blocks_per_level,
+                                 cfg.input_skip)
+
+
 class RendererStage(PersonStage):
     """``batch``: ``frames`` uint8 [B, T, 3, H, W], ``landmarks2d`` [B, T, 68, 2], ``shoulders2d`` [B, T, 18, 2]; the
     B x T frames form one image batch."""
@@ -103,8 +109,7 @@ class RendererStage(PersonStage):
         self.save_hyperparameters(vars(cfg), logger=False)
         self.cfg = cfg
         self.automatic_optimization = False
-        self.generator = Feature2FaceGenerator(RENDERER_INPUT_CHANNELS, 3, cfg.num_downs, cfg.ngf,
-                                               cfg.blocks_per_level, cfg.input_skip)
+        self.generator = renderer_generator(cfg)
         self.discriminator = MultiscaleDiscriminator(RENDERER_INPUT_CHANNELS + 3, cfg.ndf, cfg.discriminator_layers,
                                                      cfg.discriminator_scales, norm="batch")
         self.mouth_discriminator = (MultiscaleDiscriminator(4, cfg.ndf, cfg.discriminator_layers, 1, norm="batch")
@@ -155,6 +160,12 @@ class RendererStage(PersonStage):
         self.untoggle_optimizer(optimizer_d)
 
         self.toggle_optimizer(optimizer_g)
+        # Feature matching compares the fakes' features with the reals' under the same, just updated, D (as LSP's
+        # backward_G): the reals' from before D's step would leave it a floor even for a perfect generator.
+        with torch.no_grad():
+            real_outputs = self.discriminator(torch.cat([condition, real], 1))
+            if self.mouth_discriminator is not None:
+                real_mouth = self.mouth_discriminator(real_crop)
         fake_outputs = self.discriminator(torch.cat([condition, fake], 1))
         losses = {"gan": self.gan_loss(fake_outputs, True, for_discriminator=False),
                   "l1": F.l1_loss(fake, real) * cfg.lambda_l1,
@@ -204,7 +215,7 @@ class RendererStage(PersonStage):
         discriminators = [d for d in (self.discriminator, self.mouth_discriminator) if d is not None]
         optimizer_d = torch.optim.Adam([p for d in discriminators for p in d.parameters()], lr=cfg.lr,
                                        betas=tuple(cfg.betas))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = self.scheduled_batches(optimizer_steps_per_batch=2)   # G and D
         constant = int(total * (1 - cfg.decay_fraction))
 
         def linear_decay(step: int) -> float:

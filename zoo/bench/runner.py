@@ -13,29 +13,29 @@ are computed per identity and averaged over the identities, for every row alike.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
-
 from zoo.bench.budget import Budget, load_budget
 from zoo.bench.provenance import git_commit
+from zoo.config import config_hash
 from zoo.errors import ConfigError
 from zoo.evaluation import aggregate
-from zoo.io.atomic import write_json
+from zoo.io.atomic import read_json_object, write_json
 from zoo.metrics.suite import higher_is_better
 from zoo.model import TalkingHeadModel
 from zoo.registry import get_entry, list_models
 
 BASELINES = ("gt", "static")
 MARKER = "bench.json"
-# Config keys that change where or how loudly a run works, not what it computes: left out of the hash.
-UNHASHED = ("run.name", "run.runs_dir", "run.save_videos", "trainer.progress_bar", "logger", "eval.kit_dir",
-            "data.num_workers", "data.root")
+
+
+def read_marker(marker: Path) -> dict:
+    """A finished run's ``bench.json``; one line naming it when it is damaged."""
+    return read_json_object(marker, f" (delete {marker.parent} to redo that run)")
 
 
 def generation_methods() -> list[str]:
@@ -58,19 +58,6 @@ def select_methods(models: str) -> list[str]:
 
 def protocol(method: str) -> str:
     return get_entry(method).model_class.protocol
-
-
-def config_hash(cfg, extra: str = "") -> str:
-    """12 hex digits of the composed config without :data:`UNHASHED` keys (plus ``extra``, e.g. a checkpoint)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in UNHASHED:
-        node, *path = dotted.split(".")
-        parent = container
-        for key in [node, *path][:-1]:
-            parent = parent.get(key, {})
-        parent.pop(dotted.split(".")[-1], None)
-    text = json.dumps(container, sort_keys=True, default=str) + extra
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -98,6 +85,7 @@ class Bench:
         self.runs_dir = Path(runs_dir)
         self.overrides = list(overrides)
         self._trained: dict[tuple[str, Optional[int]], dict] = {}
+        self._checkpoints: dict[tuple[str, Optional[int]], Path] = {}    # the trained runs' checkpoints
 
     # ------------------------------------------------------------------------------------------ planning
 
@@ -152,7 +140,7 @@ class Bench:
     def train(self, method: str, identity: Optional[int]) -> dict:
         """Reuse the finished training run of this exact config, else train (or resume) it; returns its marker."""
         from zoo.harness import best_checkpoint, execute, prepare
-        from zoo.pipeline import DONE_FILE, is_staged
+        from zoo.pipeline import DONE_FILE, is_staged, stage_marker
 
         key = (method, identity)
         if key in self._trained:
@@ -177,14 +165,16 @@ class Bench:
                             [*overrides, f"run.runs_dir={self.runs_dir}", f"run.name={name}"], resume=resume))
             seconds = time.time() - started
             if staged:   # the stages' own times add up across interruptions
-                seconds = sum(json.loads(p.read_text())["seconds"] for p in run_dir.glob(f"*/{DONE_FILE}"))
+                seconds = sum(float(stage_marker(p)["seconds"]) for p in run_dir.glob(f"*/{DONE_FILE}"))
                 checkpoint = run_dir / "checkpoints" / "last.ckpt"
             else:
                 checkpoint = best_checkpoint(run_dir)
+            # relative to the run directory, so that a moved or copied runs_dir is still found
             write_json(marker, {"method": method, "identity": identity, "config_hash": digest,
-                                "checkpoint": str(checkpoint), "train_seconds": round(seconds, 1),
-                                "overrides": overrides}, sort_keys=True)
-        self._trained[key] = json.loads(marker.read_text())
+                                "checkpoint": os.path.relpath(checkpoint, run_dir),
+                                "train_seconds": round(seconds, 1), "overrides": overrides}, sort_keys=True)
+        self._trained[key] = read_marker(marker)
+        self._checkpoints[key] = run_dir / self._trained[key]["checkpoint"]
         return self._trained[key]
 
     # ------------------------------------------------------------------------------------------ evaluation
@@ -201,9 +191,10 @@ class Bench:
         from zoo.harness import execute, prepare
 
         kind = protocol(cell.method)
-        trained = None
+        trained = checkpoint = None
         if get_entry(cell.method).model_class.trainable:
-            trained = self.train(cell.method, cell.identity if kind == "person-specific" else None)
+            key = (cell.method, cell.identity if kind == "person-specific" else None)
+            trained, checkpoint = self.train(*key), self._checkpoints[key]
         window = "null" if self.budget.eval_window_seconds is None else self.budget.eval_window_seconds
         # the method's model.* training settings (widths...) build the network its checkpoint fits
         model_settings = [o for o in self.budget.models.get(cell.method, []) if o.startswith("model.")]
@@ -220,12 +211,13 @@ class Bench:
             started = time.time()
             run = prepare("test", cell.method, self.data, None,
                           [*overrides, f"run.runs_dir={root}", f"run.name={run_dir.name}"],
-                          ckpt=trained["checkpoint"] if trained else None)
+                          ckpt=str(checkpoint) if checkpoint else None)
             execute(run)
             write_json(marker, {"cell": vars(cell), "config_hash": digest, "trained": trained,
                                 "eval_seconds": round(time.time() - started, 1)}, sort_keys=True)
-        record = json.loads(marker.read_text())
-        record["results"] = json.loads((run_dir / "results" / "test.json").read_text())
+        record = read_marker(marker)
+        record["results"] = read_json_object(run_dir / "results" / "test.json",
+                                             f" (delete {run_dir} to score the cell again)")
         return record
 
     def run(self) -> tuple[list[dict], dict]:

@@ -131,6 +131,6 @@ def one_cycle_adamw(module, lr: float, weight_decay: float, warmup_fraction: flo
     """AdamW with a one-cycle schedule over the run's real length (stepped per batch): fast convergence within the
     evaluator kit's few-minute CPU budget. Returns Lightning's ``configure_optimizers`` dict."""
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
-    total = max(2, int(module.trainer.estimated_stepping_batches))
+    total = max(2, module.scheduled_batches())
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=warmup_fraction)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

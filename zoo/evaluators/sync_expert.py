@@ -173,7 +173,7 @@ class SyncExpert(ZooModule):
     def configure_optimizers(self):
         cfg = self.cfg
         optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = self.scheduled_batches()
         warmup = min(cfg.warmup_steps, max(1, total // 4))
 
         def factor(step: int) -> float:
