@@ -99,3 +99,14 @@ def tiny_corpus() -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_run_name(monkeypatch):
     monkeypatch.delenv("ZOO_RUN_NAME", raising=False)
+
+
+@pytest.fixture(scope="session")
+def lsp_run(tiny_corpus, tmp_path_factory) -> Path:
+    """A staged LSP fit of the tiny corpus at small widths (helpers.LSP_SMALL), once per session; its run directory."""
+    from helpers import LSP_SMALL
+    from zoo.cli import main
+
+    runs = tmp_path_factory.mktemp("lsp_runs")
+    assert main(["fit", "--model", "lsp", *LSP_SMALL, f"run.runs_dir={runs}"]) == 0
+    return runs / "lsp" / "smoke"

@@ -42,3 +42,10 @@ def assert_ranges_name_fields_and_hold_defaults(config_class: type) -> None:
         assert name in names, name
         in_interval(0, interval)                          # parses
     assert out_of_bounds(config_class()) is None
+
+
+# Small widths keep the whole LSP pipeline to seconds; the architecture is the same.
+LSP_SMALL = ["experiment=smoke", "logger=csv", "trainer.progress_bar=none", "model.apc.hidden_size=32",
+             "model.mouth.hidden_size=32", "model.headpose.residual_channels=16",
+             "model.headpose.dilation_channels=16", "model.headpose.skip_channels=16", "model.renderer.ngf=8",
+             "model.renderer.ndf=8", "model.renderer.num_downs=4"]
