@@ -20,7 +20,7 @@ from lsp.stages.apc import APCConfig
 from lsp.stages.headpose import HeadposeConfig, headpose_network
 from lsp.stages.mouth import MouthConfig, mouth_network
 from lsp.stages.renderer import RendererConfig, check_renderer_depth, renderer_generator
-from zoo.data.features import FeatureCache, log_mel
+from zoo.data.features import log_mel
 from zoo.errors import ConfigError, DataError, WeightsError
 from zoo.io.audio import mono_float_audio
 from zoo.model import GeneratedClip, TalkingHeadModel
@@ -233,7 +233,7 @@ class LSP(TalkingHeadModel):
         model.eval()
         datamodule.setup("fit")
         dataset = datamodule.dataset
-        cache = FeatureCache(dataset, "mel")
+        cache = datamodule.feature_cache("mel")
         clips = person_clip_ids(dataset, datamodule.cfg.train_split, cfg.identity)
         features = [model.speech(torch.from_numpy(np.array(cache.get(c)))[None])[0][0] for c in clips]
         model.profile.set_apc_base(torch.cat(features))

@@ -74,6 +74,15 @@ def test_windows_align_frames_audio_features_and_tracks(root):
         np.testing.assert_array_equal(sample["pose"].numpy(), clip.track("pose")[s:s + 25])
 
 
+def test_whole_clip_features_come_from_the_loaders_cache(root):
+    """A model that needs a clip's feature whole (LSP's APC) reads it from the memory the loaders already hold."""
+    with_mel, without = make(root, fields=["mel"]), make(root, fields=["audio"])
+    assert with_mel.feature_cache("mel") is with_mel._features["mel"]
+    clip_id = with_mel.dataset.clip_ids("train")[0]
+    np.testing.assert_array_equal(without.feature_cache("mel").get(clip_id), with_mel.feature_cache("mel").get(clip_id))
+    assert "mel" not in without._features          # asked for, it does not become a field of the batches
+
+
 def test_reference_frames(root):
     train = make(root, fields=["frames", "landmarks2d"], num_refs=4).split_dataset("train", train=True)
     again = make(root, fields=["frames", "landmarks2d"], num_refs=4).split_dataset("train", train=True)

@@ -323,3 +323,18 @@ def test_a_terminated_fit_exits_143_and_says_how_to_continue(tiny_corpus, tmp_pa
     assert process.returncode == 143, err
     assert (f"error: terminated (SIGTERM); run directory: {run_dir} (--resume auto with run.name=smoke continues "
             f"from {run_dir / 'checkpoints' / 'last.ckpt'})") in err
+
+
+def test_a_terminated_bench_exits_143(monkeypatch, capsys):
+    """The leaderboard's fits and tests are stopped by SIGTERM the same way (Lightning's SystemExit without a code)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    import zoo.bench
+
+    def terminated(*args, **kwargs):
+        raise SIGTERMException()
+
+    monkeypatch.setattr(zoo.bench, "run_leaderboard", terminated)
+    assert main(["bench"]) == 143
+    assert capsys.readouterr().err == ("error: terminated (SIGTERM) (the same command again continues from what it "
+                                       "finished)\n")

@@ -150,6 +150,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: --{given[0]} applies to `zoo predict --audio IN.wav` only; without --audio the model "
                   f"predicts the test split into its run directory", file=sys.stderr)
             return 2
+    run = None   # the fit/validate/test/predict run, once prepared
     try:
         if args.command == "models":
             _cmd_models()
@@ -179,14 +180,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                           force=getattr(args, "force", False))
             try:
                 execute(run)
-            except SystemExit as stop:
-                if not _is_sigterm(stop):
-                    raise
-                # Lightning stops a run on SIGTERM by raising a SystemExit without a code (exit status 0): say where
-                # the run is and exit as a terminated process does (128 + 15), so that schedulers see it stopped
-                print(f"error: terminated (SIGTERM); run directory: {run.run_dir} ({_how_to_continue(run)})",
-                      file=sys.stderr)
-                return SIGTERM_EXIT_CODE
             finally:
                 if not name_preset:  # the generated name is for this run's DDP ranks only
                     os.environ.pop("ZOO_RUN_NAME", None)
@@ -196,6 +189,16 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except SystemExit as stop:
+        if not _is_sigterm(stop):
+            raise
+        # Lightning stops a fit or test on SIGTERM (any command's, `zoo bench`'s runs too) by raising a SystemExit
+        # without a code (exit status 0): say where it stopped and exit as a terminated process does (128 + 15), so
+        # that schedulers and scripts see it stopped
+        where = (f"; run directory: {run.run_dir} ({_how_to_continue(run)})" if run is not None else
+                 " (the same command again continues from what it finished)")
+        print(f"error: terminated (SIGTERM){where}", file=sys.stderr)
+        return SIGTERM_EXIT_CODE
     return 0
 
 

@@ -74,7 +74,7 @@ class AudioDrivenStage(PersonStage):
         super().setup(stage)
         if stage == "fit":   # a resumed fit then restores the same weights from its own checkpoint
             self.speech.load_stage_checkpoint(self.cfg.apc_ckpt, "model.apc_ckpt")
-        self._mel = FeatureCache(datamodule.dataset, "mel")
+        self._mel = datamodule.feature_cache("mel")
 
     def look_ahead_frames(self, fps: Optional[float] = None) -> int:
         """``model.look_ahead_seconds`` in frames at ``fps`` (default: the person's)."""

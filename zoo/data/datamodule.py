@@ -217,6 +217,12 @@ class TalkingHeadDataModule(pl.LightningDataModule):
         return WindowDataset(dataset, windows, fields=self.fields, num_refs=cfg.num_refs, train=train,
                              seed=cfg.seed, features=self._features)
 
+    def feature_cache(self, feature: str) -> FeatureCache:
+        """The whole-clip ``mel``/``mfcc`` the windows are cut from (after :meth:`setup`): for a model that needs a
+        clip's feature whole, from the memory the loaders already hold when the feature is one of the fields."""
+        cache = self._features.get(feature)
+        return cache if cache is not None else FeatureCache(self._opened(), feature)
+
     def split_dataset(self, split: str, train: bool = False) -> WindowDataset:
         """The items of ``split`` built by :meth:`setup` (``train=True``: the strided, randomly-referenced ones)."""
         if (split, train) not in self._splits:
