@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -214,8 +215,12 @@ def _load(path: PathLike, component: str, sha256: Optional[str] = None) -> tuple
     if not path.is_file():
         raise WeightsError(f"{label} not found (expected the official {OFFICIAL_FILES[component]})")
     if sha256 is not None:
+        digest = str(sha256).strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):    # an empty pin would silently verify nothing
+            raise WeightsError(f"sha256 of the official LSP {component} weights: expected 64 hex digits, "
+                               f"got {sha256!r}")
         verify(path, WeightFile(name=f"official LSP {component}", filename=OFFICIAL_FILES[component],
-                                sha256=sha256.strip(), source=OFFICIAL_SOURCE, used_by="lsp.convert"))
+                                sha256=digest, source=OFFICIAL_SOURCE, used_by="lsp.convert"))
     obj = load_torch_file(path, label)
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{label} is not a state dict (got {type(obj).__name__})")
@@ -225,8 +230,16 @@ def _load(path: PathLike, component: str, sha256: Optional[str] = None) -> tuple
     return path, dict(obj)
 
 
-def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k.removeprefix(prefix): v for k, v in state_dict.items()}
+def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str, source: str) -> dict[str, torch.Tensor]:
+    """``state_dict`` with ``prefix`` (a DataParallel or wrapper name) removed from its keys; a key it holds both
+    with and without the prefix is refused, since either tensor could be the one meant."""
+    stripped: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        name = key.removeprefix(prefix)
+        if name in stripped:
+            raise WeightsError(f"{source} holds both {prefix}{name} and {name}: cannot tell which one to load")
+        stripped[name] = value
+    return stripped
 
 
 def _shapes_of(factory: Callable[[], nn.Module]) -> Shapes:
@@ -260,7 +273,7 @@ def _match(state_dict: dict[str, torch.Tensor], expected: Shapes, label: str) ->
 
 def _convert_apc(path: PathLike, sha256: Optional[str]) -> dict[str, torch.Tensor]:
     path, sd = _load(path, "apc", sha256)
-    sd = _strip(sd, "module.")
+    sd = _strip(sd, "module.", str(path))
     for name in ("weight", "bias"):
         if f"postnet.layer.{name}" in sd:
             if f"postnet.{name}" in sd:
@@ -282,7 +295,7 @@ def detect_renderer_config(state_dict: Mapping[str, torch.Tensor], source: str =
     Raises:
         WeightsError: the keys do not describe a residual U-Net (``source`` names it in the message).
     """
-    sd = _strip(_strip(state_dict, "module."), "netG.")
+    sd = _strip(_strip(state_dict, "module.", source), "netG.", source)
     try:
         ngf, input_nc = sd["model.model.0.weight"].shape[:2]
         blocks = 0
@@ -304,12 +317,12 @@ def detect_renderer_config(state_dict: Mapping[str, torch.Tensor], source: str =
 def _convert_simple(path: PathLike, component: str, factory: Callable[[], nn.Module], what: str,
                     sha256: Optional[str]) -> dict[str, torch.Tensor]:
     path, sd = _load(path, component, sha256)
-    return _match(_strip(sd, "module."), _shapes_of(factory), f"{path} ({what})")
+    return _match(_strip(sd, "module.", str(path)), _shapes_of(factory), f"{path} ({what})")
 
 
 def _convert_renderer(path: PathLike, sha256: Optional[str]) -> dict[str, torch.Tensor]:
     path, sd = _load(path, "renderer", sha256)
-    sd = _strip(_strip(sd, "module."), "netG.")
+    sd = _strip(_strip(sd, "module.", str(path)), "netG.", str(path))
     cfg = detect_renderer_config(sd, source=str(path))
     return _match(sd, _shapes_of(lambda: Feature2FaceGenerator(**cfg)), f"{path} (Feature2Face {cfg})")
 

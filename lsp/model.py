@@ -132,7 +132,7 @@ class LSP(TalkingHeadModel):
     @torch.no_grad()
     def predict_audio(self, audio: np.ndarray, seed: int = 0, poses: torch.Tensor | None = None,
                       progress: bool = False) -> EngineOutput:
-        """A video for float mono audio [N] at :attr:`sample_rate` (any length): one frame per 1/fps s.
+        """A video for float mono audio [N] at :attr:`sample_rate` (at least half a frame): one frame per 1/fps s.
 
         ``poses`` (float [T, 6]) drives the head instead of the sampled motion; ``progress`` shows a bar."""
         from tqdm.auto import tqdm
@@ -142,6 +142,9 @@ class LSP(TalkingHeadModel):
             mel = torch.from_numpy(log_mel(audio, self.sample_rate, self.fps))
         except ValueError as error:      # too short for one frame's analysis window
             raise DataError(f"LSP.predict_audio: {error}") from None
+        if len(mel) < 2:                 # a frame needs two mel rows
+            raise DataError(f"LSP.predict_audio: {len(audio)} samples are less than half a video frame at "
+                            f"{self.fps:g} fps: no frame to make")
         engine = self.engine(self.fps, seed, poses)
         chunk = 2 * int(round(2 * self.fps))          # 2 s of mel rows per step of the progress bar
         outputs = []

@@ -19,6 +19,7 @@ import torch
 
 from lsp.inference import EngineOutput, LSPEngine
 from zoo.data.streaming import StreamingLogMel
+from zoo.errors import DataError
 
 
 class LSPStream:
@@ -34,8 +35,11 @@ class LSPStream:
 
     @property
     def latency_seconds(self) -> float:
-        """Audio needed after a frame's end before it is emitted (look-ahead + smoothing + the mel window)."""
-        return self.engine.latency_frames / self.fps + self.mel.latency_samples / self.sample_rate
+        """Audio needed after a frame's end before it is emitted (look-ahead + smoothing + the mel window).
+
+        Frame t is emitted with mel row ``2 (t + L) + 1`` (``L = engine.latency_frames``), whose centre lies
+        ``L - 1/4`` frames after frame t's end and which is final ``mel.latency_samples`` after its centre."""
+        return (self.engine.latency_frames - 0.25) / self.fps + self.mel.latency_samples / self.sample_rate
 
     @torch.no_grad()
     def push(self, audio_chunk: np.ndarray) -> EngineOutput:
@@ -49,7 +53,10 @@ class LSPStream:
         """End of the audio: every remaining frame."""
         self._check_open("flush()")
         self.ended = True
-        rows = self.mel.flush()
+        try:
+            rows = self.mel.flush()
+        except ValueError as error:      # less audio than one frame's analysis window, as predict_audio says
+            raise DataError(f"LSPStream.flush(): {error}") from None
         first = self.engine.push_mel(torch.from_numpy(rows))
         return EngineOutput.concat([first, self.engine.finish()])
 

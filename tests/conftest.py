@@ -110,3 +110,11 @@ def lsp_run(tiny_corpus, tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("lsp_runs")
     assert main(["fit", "--model", "lsp", *LSP_SMALL, f"run.runs_dir={runs}"]) == 0
     return runs / "lsp" / "smoke"
+
+
+@pytest.fixture(scope="session")
+def lsp_model(lsp_run):
+    """The assembled model of :func:`lsp_run`, in eval mode (a test that changes it restores it)."""
+    from lsp.model import LSP
+
+    return LSP.load(lsp_run / "checkpoints" / "last.ckpt")

@@ -338,3 +338,24 @@ def test_a_terminated_bench_exits_143(monkeypatch, capsys):
     assert main(["bench"]) == 143
     assert capsys.readouterr().err == ("error: terminated (SIGTERM) (the same command again continues from what it "
                                        "finished)\n")
+
+
+
+@pytest.mark.parametrize("world_size, rank", [(2, 0), (2, 1), (1, 0)])
+def test_seed_per_rank_gives_ranks_their_own_noise_and_leaves_one_process_alone(world_size, rank):
+    from types import SimpleNamespace
+
+    from zoo.harness import SeedPerRank
+
+    def draws_at_fit_start(callback=None) -> torch.Tensor:
+        torch.manual_seed(7)                             # seed_everything(run.seed) on every rank
+        torch.rand(3)                                    # model construction uses the generator
+        if callback:
+            callback.on_fit_start(SimpleNamespace(world_size=world_size, global_rank=rank), None)
+        return torch.rand(4)                             # the first dropout mask
+
+    drawn = draws_at_fit_start(SeedPerRank(7))
+    if world_size == 1:
+        assert torch.equal(drawn, draws_at_fit_start())
+    else:
+        assert torch.equal(drawn, torch.rand(4, generator=torch.Generator().manual_seed(7 + rank)))

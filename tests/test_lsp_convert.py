@@ -130,6 +130,12 @@ def test_prefix_is_optional(tmp_path, mouth_sd):
     assert torch.equal(converted["LSTM.weight_ih_l0"], mouth_sd["module.LSTM.weight_ih_l0"])
 
 
+def test_a_key_both_with_and_without_the_prefix_is_refused(tmp_path, mouth_sd):
+    path = _save(tmp_path, "Audio2Feature.pkl", {**mouth_sd, "downsample.0.weight": torch.zeros(512, 1024)})
+    _one_line_error(lambda: convert_official(audio2feature=path), str(path),
+                    "holds both module.downsample.0.weight and downsample.0.weight")
+
+
 def test_apc_head_in_linear_form_and_missing_counter(tmp_path):
     sd = official_layout_state_dict("apc")
     sd["postnet.weight"] = sd.pop("postnet.layer.weight")[..., 0]
@@ -192,6 +198,9 @@ def test_pinned_sha256(tmp_path, mouth_sd):
                     f"has sha256 {digest}, expected {wrong}", "corrupt or a different file")
     _one_line_error(lambda: convert_official(audio2feature=path, sha256={"Audio2Feature": digest}),
                     "unknown LSP component(s) Audio2Feature", "known: apc, mouth, headpose, renderer")
+    for blank in ("", "  ", digest[:12]):      # a pin that verifies nothing is refused, not ignored
+        _one_line_error(lambda: convert_official(audio2feature=path, sha256={"mouth": blank}),
+                        "sha256 of the official LSP mouth weights: expected 64 hex digits, got '")
     # A pin for a component whose file is not given is unused, not an error.
     assert set(convert_official(audio2feature=path, sha256={"mouth": digest, "apc": wrong})) == {"mouth"}
 

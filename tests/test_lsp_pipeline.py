@@ -1,4 +1,6 @@
-"""LSP end to end on the tiny corpus: staged fit (skip, force), test, predict from audio, streaming == offline."""
+"""LSP end to end on the tiny corpus: staged fit (skip, force, stale stages), assembly, zoo test.
+
+Prediction and streaming from the same trained model: test_lsp_inference.py."""
 from __future__ import annotations
 
 import copy
@@ -7,14 +9,11 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from lsp.model import LSP
 from lsp.stages.renderer import RendererConfig, RendererStage
-from lsp.streaming import LSPStream
 from zoo.cli import main
 from zoo.harness import prepare
 from zoo.errors import ConfigError, WeightsError
@@ -29,8 +28,8 @@ def trained(lsp_run):
 
 
 @pytest.fixture(scope="module")
-def model(trained):
-    return LSP.load(trained / "checkpoints" / "last.ckpt")
+def model(lsp_model):
+    return lsp_model
 
 
 def test_staged_fit_writes_every_stage_and_the_assembled_model(trained, model):
@@ -123,6 +122,23 @@ def test_a_finished_stage_trained_otherwise_is_refused_before_anything_trains(tr
     assert "but its marker records no config hash (an older zoo's)" in capsys.readouterr().err
     assert {key: (run / key / "stage.json").read_bytes() for key in ("apc", "headpose", "renderer")} == \
         {key: markers[key] for key in ("apc", "headpose", "renderer")}        # nothing was retrained
+
+
+def test_a_stage_hash_follows_the_prepared_dataset_not_its_path(tiny_corpus, tmp_path):
+    from zoo.pipeline import stage_hash
+
+    def hash_with(root: Path) -> str:
+        return stage_hash(prepare("fit", "lsp.apc", "folder", overrides=[f"data.root={root}"]).cfg, {})
+
+    header = json.loads((tiny_corpus / "dataset.json").read_text())
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "dataset.json").write_text(json.dumps(header))
+    assert hash_with(tmp_path / "a") == hash_with(tmp_path / "b")        # the same dataset in another place
+    (tmp_path / "b" / "dataset.json").write_text(json.dumps({**header, "version": "other"}))
+    assert hash_with(tmp_path / "a") != hash_with(tmp_path / "b")
+    one_line_error(lambda: hash_with(tmp_path / "c"), f"cannot parse {tmp_path / 'c' / 'dataset.json'}: ",
+                   "(the dataset data.root names)")
 
 
 def test_a_moved_run_directory_is_reused_from_anywhere(trained, tmp_path, monkeypatch, capsys):
@@ -341,119 +357,6 @@ def test_zoo_test_takes_the_run_of_model_identity(trained, tmp_path):
     for identity, expected in ((0, "identity0"), (1, "identity1"), (2, "identity1")):   # no run: the newest
         run = prepare("test", "lsp", overrides=[f"run.runs_dir={runs}", f"model.identity={identity}"])
         assert Path(run.ckpt_path) == runs / "lsp" / expected / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture
-def speech(tmp_path, model):
-    rng = np.random.default_rng(0)
-    seconds = 1.7
-    t = np.arange(int(seconds * model.sample_rate)) / model.sample_rate
-    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
-             + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
-    path = tmp_path / "speech.wav"
-    sf.write(path, audio, model.sample_rate)
-    return path, audio
-
-
-def test_predict_from_audio_writes_video_with_sound(trained, speech, tmp_path):
-    from zoo.io.video import read_video
-
-    path, audio = speech
-    out = tmp_path / "out.mp4"
-    assert main(["predict", "--model", "lsp", "--ckpt", str(trained), "--audio", str(path), "--out", str(out)]) == 0
-    frames, sound, fps, rate = read_video(out)
-    assert fps == 25 and frames.shape[1:] == (64, 64, 3)
-    assert len(frames) == round(len(audio) * fps / 16000)
-    assert sound is not None and abs(len(sound) / rate - len(audio) / 16000) < 0.05
-
-
-def test_seed_and_pose_file(trained, model, speech, tmp_path, capsys):
-    _, audio = speech
-    a, b = model.predict_audio(audio, seed=1), model.predict_audio(audio, seed=1)
-    c = model.predict_audio(audio, seed=2)
-    assert torch.equal(a.pose, b.pose) and torch.equal(a.frames, b.frames)
-    assert not torch.allclose(a.pose, c.pose)
-    poses = torch.zeros(len(a.pose), 6)
-    poses[:, 3:] = model.profile.rest_translation
-    poses[:, 1] = torch.linspace(-0.1, 0.1, len(poses))
-    driven = model.predict_audio(audio, poses=poses)
-    assert torch.allclose(driven.pose, poses, atol=1e-6)          # used as given, not smoothed
-    held = model.predict_audio(audio, poses=poses[:5])          # a short pose file holds its last pose
-    assert torch.allclose(held.pose[5:], poses[4].expand(len(held.pose) - 5, 6), atol=1e-6)
-    bad = tmp_path / "bad.npy"
-    np.save(bad, np.zeros((4, 5)))
-    common = ["predict", "--model", "lsp", "--audio", str(speech[0]), "--out", str(tmp_path / "o.mp4")]
-    short = tmp_path / "short.npy"
-    np.save(short, poses[:5].numpy())
-    assert main([*common, "--ckpt", str(trained), "--pose", str(short)]) == 0
-    assert f"warning: --pose {short} has 5 poses for {len(a.pose)} frames of audio: its last pose is held" \
-        in capsys.readouterr().err
-    (tmp_path / "o.mp4").unlink()
-    assert main([*common, "--ckpt", str(trained), "--pose", str(bad)]) == 2
-    assert f"--pose {bad}: expected head poses of shape (T, 6), got (4, 5)" in capsys.readouterr().err
-    assert main([*common, "--ckpt", str(tmp_path)]) == 2
-    assert "no checkpoints" in capsys.readouterr().err
-    assert not (tmp_path / "o.mp4").exists()
-
-
-def test_bad_audio_or_poses_through_the_api_are_one_line(model, speech):
-    _, audio = speech
-    for bad, fragment in [(np.stack([audio, audio]), "expected mono audio [N], got shape (2,"),
-                          ((audio * 32767).astype(np.int16), "expected float samples in [-1, 1], got dtype int16"),
-                          (np.where(np.arange(len(audio)) == 3000, np.nan, audio), "contains NaN or infinite")]:
-        one_line_error(lambda: model.predict_audio(bad), "LSP.predict_audio: ", fragment)
-        one_line_error(lambda: LSPStream(model).push(bad), "StreamingLogMel.push(): ", fragment)
-    one_line_error(lambda: model.predict_audio(audio[:400]), "LSP.predict_audio: ", "400 samples are too few")
-    assert len(model.predict_audio(audio, poses=np.zeros((5, 6))).frames) > 0     # a numpy array is fine
-    for poses, fragment in [(torch.zeros(5, 3), "shape (T, 6), got (5, 3)"), (torch.zeros(0, 6), "got (0, 6)"),
-                            (torch.full((5, 6), float("nan")), "contain NaN or infinite")]:
-        one_line_error(lambda: LSPStream(model, poses=poses), "poses: ", fragment)
-
-
-@pytest.mark.parametrize("chunk_seconds, driven", [(0.013, False), (0.1, False), ("random", False), (0.1, True)])
-def test_streaming_equals_offline_with_bounded_latency(model, speech, chunk_seconds, driven):
-    _, audio = speech
-    poses = None
-    if driven:     # given poses wait for no audio: only the mouth's look-ahead and smoothing delay a frame
-        poses = model.profile.rest_translation.new_zeros(len(audio) * 25 // 16000, 6)
-        poses[:, 0] = torch.linspace(-0.1, 0.1, len(poses))
-    offline = model.predict_audio(audio, seed=5, poses=poses)
-    stream = LSPStream(model, seed=5, poses=poses)
-    engine = stream.engine
-    mouth_latency, pose_latency = engine.mouth_delay + engine.mouth.radius, engine.pose_ahead + engine.pose.radius
-    assert engine.latency_frames == (mouth_latency if driven else max(mouth_latency, pose_latency))
-    rng = np.random.default_rng(1)
-    outputs, received = [], 0
-    while received < len(audio):
-        size = int(rng.integers(50, 4000)) if chunk_seconds == "random" else int(chunk_seconds * 16000)
-        outputs.append(stream.push(audio[received:received + size]))
-        received = min(len(audio), received + size)
-        complete = int(received * 25 / 16000)                   # frames whose audio has fully arrived
-        emitted = sum(len(o.frames) for o in outputs)
-        assert emitted >= complete - stream.engine.latency_frames - 1
-    outputs.append(stream.flush())
-    frames = torch.cat([o.frames for o in outputs])
-    assert frames.shape == offline.frames.shape
-    assert torch.allclose(frames, offline.frames, atol=1e-4)
-    assert torch.allclose(torch.cat([o.pose for o in outputs]), offline.pose, atol=1e-5)
-
-
-def test_a_stream_is_used_once_and_in_eval_mode(model, speech):
-    _, audio = speech
-    stream = LSPStream(model, seed=0)
-    stream.push(audio[:8000])
-    stream.flush()
-    one_line_error(lambda: stream.push(audio[:100]), "LSPStream.push() after flush()", "start a new LSPStream",
-                   error=RuntimeError)
-    one_line_error(stream.flush, "LSPStream.flush() after flush()", error=RuntimeError)
-    one_line_error(lambda: stream.engine.push_mel(torch.zeros(2, 80)), "LSPEngine: push after finish",
-                   error=RuntimeError)
-    one_line_error(stream.engine.finish, "LSPEngine: finish called twice", error=RuntimeError)
-    model.train()
-    try:
-        one_line_error(lambda: LSPStream(model), "eval mode", "model.eval()", error=RuntimeError)
-    finally:
-        model.eval()
 
 
 def test_the_person_stages_take_the_apc_sizes(capsys):

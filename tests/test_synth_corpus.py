@@ -125,6 +125,19 @@ def test_refuses_to_overwrite_other_datasets(tmp_path, header, name):
     assert (root / "dataset.json").read_text() == header
 
 
+def test_an_unusable_directory_is_one_line_before_any_clip(tmp_path, monkeypatch):
+    small = SynthConfig(identities=1, unseen_identities=0, clips_per_identity=3, seconds=1.0, size=64)
+    monkeypatch.setattr(corpus, "generate_clip", lambda *a, **k: pytest.fail("generated a clip first"))
+    (tmp_path / "afile").write_text("")
+    one_line_error(lambda: build_corpus(small, tmp_path / "afile", progress=False),
+                   f"cannot create the corpus directory {tmp_path / 'afile'}: ")
+    one_line_error(lambda: build_corpus(small, tmp_path / "afile" / "below", progress=False),
+                   f"cannot create the corpus directory {tmp_path / 'afile' / 'below'}: Not a directory")
+    monkeypatch.setattr(corpus.os, "access", lambda path, mode: False)       # root may write anywhere
+    one_line_error(lambda: build_corpus(small, tmp_path / "ro", progress=False),
+                   f"cannot write the corpus directory {tmp_path / 'ro'}: permission denied")
+
+
 def test_default_root_is_keyed_by_config(monkeypatch, tmp_path):
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path))
     assert default_root(TINY) == tmp_path / f"synth-{config_hash(TINY)}"

@@ -121,3 +121,14 @@ def test_background_is_per_identity():
     c = generate_clip(cfg, 1, 0, 0, 1)["frames"][:, :6, :6]
     assert np.array_equal(a[0], b[5])  # static background of the same person
     assert np.abs(a[0].astype(int) - c[0].astype(int)).mean() > 5
+
+
+def test_outlines_pass_through_their_points_and_frames_are_supersampled():
+    from zoo.synth.render import _subdivide, supersampling
+
+    rng = np.random.default_rng(0)
+    poly = rng.normal(size=(3, 9, 2)) * 10
+    smooth = _subdivide(poly, 2)
+    assert smooth.shape == (3, 36, 2)
+    np.testing.assert_allclose(smooth[:, ::4], poly)           # the jaw is drawn through its landmarks
+    assert [supersampling(s) for s in (64, 128, 200, 256, 384, 512)] == [4, 4, 2, 2, 1, 1]

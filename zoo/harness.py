@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import pytorch_lightning as pl
+import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
@@ -266,6 +267,21 @@ def build_metric_suite(cfg: DictConfig, datamodule: TalkingHeadDataModule):
     return factory(datamodule) if factory else None
 
 
+class SeedPerRank(pl.Callback):
+    """Re-seeds torch's generators with ``seed + global_rank`` when a fit starts under several processes.
+
+    Every rank runs :func:`pl.seed_everything` with the same ``run.seed`` (so models start alike), which would
+    then give every rank the same dropout masks and in-model augmentation noise on its different data. A
+    single-process fit is left untouched, so its results do not depend on this callback."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            torch.manual_seed(self.seed + trainer.global_rank)
+
+
 def _callbacks(run: Run, model_class: type, kit: Callable[[], Optional[Path]]) -> list:
     from pytorch_lightning.callbacks import (LearningRateMonitor, ModelCheckpoint, RichProgressBar,
                                              TQDMProgressBar)
@@ -279,6 +295,7 @@ def _callbacks(run: Run, model_class: type, kit: Callable[[], Optional[Path]]) -
     elif cfg.trainer.progress_bar == "tqdm":
         callbacks.append(TQDMProgressBar())
     if run.stage == "fit":
+        callbacks.append(SeedPerRank(cfg.run.seed))
         monitor = cfg.run.monitor or model_class.monitor
         mode = cfg.run.monitor_mode if cfg.run.monitor else model_class.monitor_mode
         checkpoints = run.run_dir / "checkpoints"

@@ -107,13 +107,18 @@ def _uses(cfg: DictConfig, checkpoints: dict[str, Path]) -> list[str]:
 def stage_hash(cfg: DictConfig, checkpoints: dict[str, Path]) -> str:
     """What a stage's weights depend on: the training sections of its composed config, with the path of every
     earlier stage's checkpoint it reads replaced by that file's SHA256 (a retrained APC changes the mouth stage's
-    hash; a moved run directory does not)."""
+    hash; a moved run directory does not), and the name and version of the dataset at ``data.root`` (a prepared
+    dataset swapped for another changes it; the same one moved does not)."""
     from zoo.weights import sha256_of
 
     digests = {str(checkpoints[key]): f"sha256:{sha256_of(checkpoints[key])}" for key in _uses(cfg, checkpoints)}
     container = OmegaConf.to_container(cfg, resolve=True)
     trained = {section: container[section] for section in TRAINING_SECTIONS}
-    return config_hash(_map_strings(trained, lambda text: digests.get(text, text)))
+    dataset = ""
+    if cfg.data.root:   # without a root, data=synth builds the corpus its data.synth.* settings (hashed) name
+        header = read_json_object(Path(cfg.data.root) / "dataset.json", " (the dataset data.root names)")
+        dataset = f"dataset:{header.get('name')}-{header.get('version')}"
+    return config_hash(_map_strings(trained, lambda text: digests.get(text, text)), dataset)
 
 
 def placeholders(model_class: type) -> dict[str, Path]:

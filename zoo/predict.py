@@ -58,7 +58,10 @@ def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Op
     poses = load_poses(pose_path) if pose_path else None
     net = model_class.load(resolve_checkpoint(model, ckpt))
     audio = load_audio(audio_path, net.sample_rate)
-    result = net.predict_audio(audio, seed=seed, poses=poses, progress=True)
+    try:
+        result = net.predict_audio(audio, seed=seed, poses=poses, progress=True)
+    except DataError as error:       # the audio is too short or not audio: name the file it came from
+        raise DataError(f"--audio {audio_path}: {error}") from None
     frames = to_uint8_hwc(result.frames)
     if poses is not None and len(poses) != len(frames):
         # a pose file of another length is usually a different frame rate or clip: say so rather than fail

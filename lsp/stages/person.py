@@ -84,9 +84,9 @@ class AudioDrivenStage(PersonStage):
         """Per-frame APC features [B, T, 2D] of mel [B, 2T, 80].
 
         With ``batch`` (its ``clip_id`` and ``start``), the window is cut from its whole clip's features: inference
-        runs the APC over the whole stream, so a window encoded alone would start from a cold GRU state that
-        inference never sees (its first ~10 frames differ). Each clip is encoded once: the APC is frozen and a fit
-        revisits the same clips every epoch.
+        runs the APC over its whole audio from the start, so a window encoded alone would start from a cold GRU
+        state mid-speech, which inference meets only at the start of its audio (the first ~10 frames differ).
+        Each clip is encoded once: the APC is frozen and a fit revisits the same clips every epoch.
         """
         if batch is None:
             return pair_frames(self.speech(mel)[0])

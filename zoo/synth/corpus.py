@@ -10,6 +10,7 @@ train and test on the same person), and every clip of the held-out identities fo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -196,6 +197,12 @@ def build_corpus(cfg: SynthConfig, root: str | Path, *, progress: bool = True) -
     cfg = coerce(cfg)
     validate(cfg)
     root = Path(root)
+    try:    # before the first clip is generated, not after
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot create the corpus directory {root}: {error.strerror or error}") from None
+    if not os.access(root, os.W_OK):
+        raise DataError(f"cannot write the corpus directory {root}: permission denied")
     version = config_hash(cfg)
     existing = _existing_version(root)
     if existing == version:

@@ -28,7 +28,7 @@ class Personality:
     rest_rotation: np.ndarray     # [3] rad, habitual pitch / yaw / roll offset
     rest_translation: np.ndarray  # [3] m, offset from the nominal seat position
     accent_gain: np.ndarray       # [3] rad per accent of strength 1 (nod, turn, tilt)
-    turn_bias: float              # probability that an accent turn goes to the image right
+    turn_bias: float              # probability that an accent turn has positive yaw (towards the image left)
     latency: float                # s, head response peak relative to the accent
     tau: float                    # s, response time constant
     rhythm_freq: np.ndarray       # [3] Hz, personal sway frequency per axis

@@ -3,7 +3,15 @@
 Layers, back to front: per-identity background (precomputed once), hair behind the head, torso (from the
 shoulder billboard points), neck, ears, face skin with shading, hair in front, brows, eyes (whites, iris,
 pupil, lids; blinks follow the lid landmarks), nose, lips and the mouth interior (dark cavity and teeth
-exactly inside the inner-lip polygon). All polygons use ``cv2.LINE_AA`` with 4 bits of sub-pixel precision.
+inside the inner-lip polygon). Outlines are smoothed by interpolating subdivision, so they pass through their
+landmarks.
+
+Frames are drawn at :func:`supersampling` times their size and box-filtered down (``cv2.INTER_AREA``): OpenCV
+fills polygons by whole pixel rows (plus a 1-px anti-aliased outline), so drawn at the frame size a shape grows by
+about half a pixel and its edges snap to rows, e.g. the inner lips' centroid moved by up to 0.22 px with the
+sub-pixel position of the same mouth at 128 px; at 4x, 1/4 of that. Lip motion is about 0.6 px at 128 px, so the
+frames must follow the stored landmarks more closely than that. Primitives use ``cv2.LINE_AA`` with 4 bits of
+sub-pixel precision at the drawing size.
 
 Speed: every derived shape (shading rings, brow outlines, teeth, iris ellipses, ...) is computed for all
 frames at once with numpy before the per-frame loop, which then only issues ~40 cv2 calls per frame.
@@ -26,13 +34,21 @@ def _fx(points: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.round(points * _ONE), dtype=np.int32)
 
 
-def _chaikin(poly: np.ndarray, iterations: int) -> np.ndarray:
-    """Corner-cutting subdivision of closed polygons [T, M, 2] -> [T, M * 2**iterations, 2] (rounder
-    outlines for the face, hair, ears and torso)."""
+def _subdivide(poly: np.ndarray, iterations: int) -> np.ndarray:
+    """Interpolating four-point subdivision (Dyn, Levin and Gregory) of closed polygons [T, M, 2] ->
+    [T, M * 2**iterations, 2]: rounder outlines for the face, hair, ears and torso that keep their points (a
+    corner-cutting scheme would draw the jaw inside its landmarks)."""
     for _ in range(iterations):
-        nxt = np.roll(poly, -1, axis=1)
-        poly = np.stack([0.75 * poly + 0.25 * nxt, 0.25 * poly + 0.75 * nxt], axis=2).reshape(len(poly), -1, 2)
+        before, after, after2 = np.roll(poly, 1, axis=1), np.roll(poly, -1, axis=1), np.roll(poly, -2, axis=1)
+        middle = (9 * (poly + after) - (before + after2)) / 16
+        poly = np.stack([poly, middle], axis=2).reshape(len(poly), -1, 2)
     return poly
+
+
+def supersampling(size: int) -> int:
+    """How many times larger than a ``size``-px frame it is drawn (a power of 2): 4 up to 128 px, 2 up to 256 px,
+    then 1 (at 512 px a row is already 1/4 of what it is at 128 px)."""
+    return 4 if size <= 128 else 2 if size <= 256 else 1
 
 
 def _c(rgb) -> tuple[int, int, int]:
@@ -95,8 +111,12 @@ class Renderer:
 
     def __init__(self, identity: Identity, size: int):
         self.size = size
+        self.scale = supersampling(size)
+        self.draw_size = size * self.scale
         self.app = identity.appearance
-        self.background = make_background(identity, size)
+        background = make_background(identity, size)
+        # drawn at the frame size and repeated, so the box filter gives back its pixels wherever nothing covers it
+        self.background = np.repeat(np.repeat(background, self.scale, axis=0), self.scale, axis=1)
         app = self.app
         skin = app.skin
         self.col = {
@@ -112,7 +132,7 @@ class Renderer:
         # each a little brighter (a cheap dome-like shading that follows pose, with steps of ~2%).
         scales = np.linspace(0.95, 0.35, int(np.clip(size / 16, 8, 24)))
         self.rings = [(k, _c(skin * (0.84 + 0.2 * (1 - k) / 0.6))) for k in scales]
-        self.px = size / 128.0  # stroke widths are designed at 128 px
+        self.px = self.draw_size / 128.0  # stroke widths are designed at 128 px (drawing pixels per frame pixel)
         self.smooth = 1 if size < 256 else 2  # subdivision steps for outlines (face, hair)
         hair = hair_points(identity)
         self.rig = np.concatenate([identity.shape, hair["hair_back"], hair["hair_front"]])  # [N_RIG, 3]
@@ -120,16 +140,17 @@ class Renderer:
         self.hair_front = slice(self.hair_back.stop, self.hair_back.stop + len(hair["hair_front"]))
 
     def _shapes(self, p: np.ndarray, sh: np.ndarray) -> dict[str, np.ndarray]:
-        """All derived polygons for all frames (float pixels): p [T, N, 2] points, sh [T, 18, 2] shoulders."""
-        s = self.size
+        """All derived polygons for all frames (float drawing pixels): p [T, N, 2] points, sh [T, 18, 2] shoulders,
+        both in drawing pixels."""
+        s = self.draw_size
         out: dict[str, np.ndarray] = {}
         skull = p[:, AUX_SLICES["skull"]]
-        face = _chaikin(np.concatenate([p[:, 0:17], skull[:, ::-1]], axis=1), self.smooth)
+        face = _subdivide(np.concatenate([p[:, 0:17], skull[:, ::-1]], axis=1), self.smooth)
         out["face"] = face
-        out["hair_back"] = _chaikin(p[:, self.hair_back], self.smooth)
-        out["hair_front"] = _chaikin(p[:, self.hair_front], self.smooth)
-        out["ear_l"] = _chaikin(p[:, AUX_SLICES["ear_left"]], self.smooth)
-        out["ear_r"] = _chaikin(p[:, AUX_SLICES["ear_right"]], self.smooth)
+        out["hair_back"] = _subdivide(p[:, self.hair_back], self.smooth)
+        out["hair_front"] = _subdivide(p[:, self.hair_front], self.smooth)
+        out["ear_l"] = _subdivide(p[:, AUX_SLICES["ear_left"]], self.smooth)
+        out["ear_r"] = _subdivide(p[:, AUX_SLICES["ear_right"]], self.smooth)
         centre = 0.55 * p[:, 30:31] + 0.45 * p[:, 28:29]
         light = np.array([-0.012, -0.02]) * s
         out["rings"] = [centre + k * (face - centre) + (1 - k) * light for k, _ in self.rings]
@@ -140,7 +161,7 @@ class Renderer:
         low_r = right[:, -1:] + spread * [1, 1]
         bottom = np.stack([np.stack([low_r[:, 0, 0], np.full(len(p), 2.0 * s)], 1),
                            np.stack([low_l[:, 0, 0], np.full(len(p), 2.0 * s)], 1)], axis=1)
-        out["torso"] = _chaikin(np.concatenate([low_l, left[:, ::-1], right, low_r, bottom], axis=1), self.smooth)
+        out["torso"] = _subdivide(np.concatenate([low_l, left[:, ::-1], right, low_r, bottom], axis=1), self.smooth)
         neck_top = p[:, AUX_SLICES["neck"]]
         out["neck"] = np.concatenate([neck_top[:, :1], left[:, :1] + [0.004 * s, 0], right[:, :1] - [0.004 * s, 0],
                                       neck_top[:, 1:]], axis=1)
@@ -192,34 +213,41 @@ class Renderer:
     def render(self, points2d: np.ndarray, shoulders2d: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Frames [T, size, size, 3] uint8 RGB from projected rig points [T, N_RIG, 2] (the posed
         ``self.rig`` points plus expression: landmarks, aux and hair) and shoulder points [T, 18, 2]."""
-        n, size = len(points2d), self.size
+        n, size, scale = len(points2d), self.size, self.scale
         frames = np.empty((n, size, size, 3), np.uint8) if out is None else out
+        # frame pixel (0, 0), centred at (0, 0), covers drawing pixels 0..scale-1, centred at (scale - 1) / 2
+        points2d = (np.asarray(points2d, np.float64) + 0.5) * scale - 0.5
+        shoulders2d = (np.asarray(shoulders2d, np.float64) + 0.5) * scale - 0.5
         shp = self._shapes(points2d, shoulders2d)
         fx = {k: _fx(v) for k, v in shp.items() if isinstance(v, np.ndarray) and v.ndim == 3}
         rings = [_fx(r) for r in shp["rings"]]
         iris = {e: np.round(shp[e + "_iris"] * _ONE).astype(np.int64) for e in ("eye_l", "eye_r")}
         P = _fx(points2d)
+        canvas = np.empty_like(self.background)
         col, px = self.col, self.px
         lw = max(1, int(round(px)))
         nostril = int(round(0.9 * px * _ONE))
         ear_l, ear_r = AUX_SLICES["ear_left"], AUX_SLICES["ear_right"]
+        # the large fills behind the features (head, torso, shading) are anti-aliased by the supersampling alone:
+        # OpenCV's anti-aliased fill costs 1.6x as much, and they carry no landmark that is scored
+        big = _AA if scale == 1 else cv2.LINE_8
         for t in range(n):
-            img = frames[t]
+            img = canvas
             np.copyto(img, self.background)
             pt = P[t]
-            cv2.fillPoly(img, [fx["hair_back"][t]], col["hair"], _AA, _SHIFT)
-            cv2.fillPoly(img, [fx["torso"][t]], col["shirt"], _AA, _SHIFT)
-            cv2.fillPoly(img, [fx["neck"][t]], col["neck"], _AA, _SHIFT)
+            cv2.fillPoly(img, [fx["hair_back"][t]], col["hair"], big, _SHIFT)
+            cv2.fillPoly(img, [fx["torso"][t]], col["shirt"], big, _SHIFT)
+            cv2.fillPoly(img, [fx["neck"][t]], col["neck"], big, _SHIFT)
             if self.app.collar == 2:
                 cv2.polylines(img, [fx["neckline"][t]], False, col["collar"], 2 * lw, _AA, _SHIFT)
-            cv2.fillPoly(img, [fx["neckline"][t]], col["neck"], _AA, _SHIFT)
+            cv2.fillPoly(img, [fx["neckline"][t]], col["neck"], big, _SHIFT)
             for ear, rim in ((fx["ear_l"][t], pt[ear_l][1:4]), (fx["ear_r"][t], pt[ear_r][1:4])):
-                cv2.fillPoly(img, [ear], col["ear"], _AA, _SHIFT)
+                cv2.fillPoly(img, [ear], col["ear"], big, _SHIFT)
                 cv2.polylines(img, [rim], False, col["ear_in"], lw, _AA, _SHIFT)
             cv2.fillPoly(img, [fx["face"][t]], col["skin_rim"], _AA, _SHIFT)
             for (_, c), r in zip(self.rings, rings):
-                cv2.fillPoly(img, [r[t]], c, _AA, _SHIFT)
-            cv2.fillPoly(img, [fx["hair_front"][t]], col["hair"], _AA, _SHIFT)
+                cv2.fillPoly(img, [r[t]], c, big, _SHIFT)
+            cv2.fillPoly(img, [fx["hair_front"][t]], col["hair"], big, _SHIFT)
             cv2.fillPoly(img, [fx["brow_l"][t], fx["brow_r"][t]], col["brow"], _AA, _SHIFT)
             for eye in ("eye_l", "eye_r"):
                 e = fx[eye][t]
@@ -241,4 +269,7 @@ class Renderer:
                 cv2.fillPoly(img, [pt[60:68]], col["mouth"], _AA, _SHIFT)
                 cv2.fillPoly(img, [fx["teeth_up"][t], fx["teeth_low"][t]], col["teeth"], _AA, _SHIFT)
             cv2.polylines(img, [pt[60:65]], False, col["lip_line"], lw, _AA, _SHIFT)
+            while img.shape[0] > size:   # 2x2 box averages (OpenCV's fast path; one 4x step costs 7x more)
+                img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            frames[t] = img
         return frames
