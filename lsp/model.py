@@ -76,21 +76,21 @@ class LSP(TalkingHeadModel):
     def default_run_name(cls, model_cfg) -> str:
         return f"identity{int(model_cfg.identity)}"
 
-    def _check_person(self) -> None:
+    def check_loaded(self) -> None:
         """Scoring one person's model on another person's clips would give meaningless numbers: refuse."""
         if self.profile.fitted and int(self.profile.identity) != int(self.cfg.identity):
             raise ConfigError(f"this LSP checkpoint was trained on identity {int(self.profile.identity)} but "
                               f"model.identity is {self.cfg.identity}; pass model.identity="
                               f"{int(self.profile.identity)}")
 
-    def on_validation_start(self) -> None:
-        self._check_person()
+    def on_validation_start(self) -> None:     # also for callers that load the weights themselves
+        self.check_loaded()
 
     def on_test_start(self) -> None:
-        self._check_person()
+        self.check_loaded()
 
     def on_predict_start(self) -> None:
-        self._check_person()
+        self.check_loaded()
 
     def training_step(self, batch: dict, batch_idx: int):
         raise RuntimeError("the assembled LSP is not trained directly; `zoo fit --model lsp` trains its stages")

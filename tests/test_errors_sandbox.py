@@ -151,12 +151,16 @@ def test_session_temp_root_is_removed_at_session_end(tmp_path):
             subprocess.run([sys.executable, "-c", f"open({str(target)!r}, 'w').write('x')"],
                            env=clean_subprocess_env(), check=True, timeout=60)
             assert target.read_text() == "x" and os.environ["HOME"].startswith(str(sandbox))
+            # the root that must be gone afterwards is this session's, in the TMPDIR the parent watches
+            assert sandbox.name.startswith("zoo-tests-")
+            assert os.path.samefile(sandbox.parent, os.environ["ZOO_PROBE_SCRATCH"])
     """))
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = clean_subprocess_env(TMPDIR=str(scratch))
     env["PYTHONPATH"] += os.pathsep + str(TESTS)                    # `-p conftest` loads tests/conftest.py
     env.pop("ZOO_KEEP_TEST_SANDBOX", None)
+    env["ZOO_PROBE_SCRATCH"] = str(scratch)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
                            "--rootdir", str(tmp_path), str(probe)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)

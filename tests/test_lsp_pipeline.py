@@ -64,8 +64,9 @@ def test_the_mouth_discriminator_is_optional():
     assert mouth.num_scales == 1 and mouth.discriminators[0].model0[0].in_channels == 4    # edge map + RGB crop
 
 
-def test_rerun_skips_finished_stages_and_force_retrains(trained, capsys):
-    runs = trained.parents[1]
+def test_rerun_skips_finished_stages_and_force_retrains(trained, tmp_path, capsys):
+    shutil.copytree(trained.parent, tmp_path / "lsp")        # the session's run stays as the other tests load it
+    runs, trained = tmp_path, tmp_path / "lsp" / trained.name
     before = (trained / "mouth" / "stage.json").stat().st_mtime
     assert main(["fit", "--model", "lsp", *SMALL, f"run.runs_dir={runs}"]) == 0
     out = capsys.readouterr().out

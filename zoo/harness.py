@@ -149,8 +149,6 @@ def refuse_manual_optimisation_settings(cfg: DictConfig, what: Optional[str] = N
     itself (``automatic_optimization = False``, e.g. a GAN): Lightning refuses them only once that fit starts.
 
     The module sets the flag when it is built, so it is built here on the meta device (no memory, no weights)."""
-    import torch
-
     t = cfg.trainer
     settings = [f"trainer.gradient_clip_val={t.gradient_clip_val}"] if t.gradient_clip_val else []
     settings += [f"trainer.accumulate_grad_batches={t.accumulate_grad_batches}"] if t.accumulate_grad_batches != 1 else []
@@ -410,6 +408,7 @@ def execute(run: Run) -> dict:
         state = load_checkpoint_state_dict(run.ckpt_path, str(run.ckpt_path))
         load_strict(model, state, f"checkpoint {run.ckpt_path} does not fit model '{cfg.run.model}' as configured "
                                   f"(another model's, or trained with other model.* settings?)")
+        model.check_loaded()
     logger = build_logger(cfg, run.run_dir, job_type=run.stage)
     kit = None
     trainer = build_trainer(run, logger, lambda: kit)   # bad trainer.* settings fail before the kit trains

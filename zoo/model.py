@@ -103,6 +103,11 @@ class ZooModule(pl.LightningModule):
         """Adjust the composed ``data`` config to the model config before the run (e.g. a person-specific model
         selects its identity's clips). Default: nothing."""
 
+    def check_loaded(self) -> None:
+        """Raise one :class:`ConfigError` line when the weights just loaded cannot run as configured (e.g. a
+        person-specific checkpoint asked to score another person). The harness calls it right after loading
+        ``--ckpt``, before anything slow (the evaluator kit) starts. Default: nothing."""
+
     def preview(self, batch: dict) -> Optional[torch.Tensor]:
         """What a validation batch looks like as video, float [B, T, 3, H, W'] in [0, 1] (e.g. ground truth |
         generated side by side), or None (the default) for modules with nothing to show. Logged by

@@ -76,10 +76,10 @@ def stage_marker(done: Path) -> dict:
     return read_json_object(done, f" (the marker of finished stage {done.parent.name}; --force retrains the stages)")
 
 
-def finished_checkpoint(done: Path, key: str) -> Path:
-    """The checkpoint a finished stage's marker names (relative to the stage directory, so that a run directory
-    can be moved or copied); one line naming the marker when it cannot be used."""
-    recorded = stage_marker(done).get("checkpoint")
+def finished_checkpoint(done: Path, key: str, record: dict) -> Path:
+    """The checkpoint a finished stage's marker ``record`` (read from ``done``) names, relative to the stage
+    directory so that a run directory can be moved or copied; one line naming the marker when it cannot be used."""
+    recorded = record.get("checkpoint")
     if not isinstance(recorded, str):
         raise DataError(f"{done}: the marker of finished stage {key} names no checkpoint (--force retrains it)")
     checkpoint = done.parent / recorded
@@ -180,8 +180,9 @@ def _reused_stages(run, configs: dict[str, DictConfig]) -> dict[str, Path]:
             raise ConfigError(f"stage {key} finished earlier ({done}) with the checkpoint of stage {retraining[0]}, "
                               f"which is not finished and trains again now; refused rather than retraining {key} "
                               f"(nothing is lost): --force retrains every stage")
-        checkpoint = finished_checkpoint(done, key)
-        recorded = stage_marker(done).get("config_hash")
+        record = stage_marker(done)
+        checkpoint = finished_checkpoint(done, key, record)
+        recorded = record.get("config_hash")
         current = stage_hash(compose_stage(run.cfg, key, run.sources, {**stand_ins, **checkpoints}), checkpoints)
         if recorded != current:
             why = ("its marker records no config hash (an older zoo's)" if recorded is None else
