@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from zoo.cli import main
 from zoo.data import open_dataset
@@ -63,6 +64,7 @@ def test_predict_writes_every_clip(capsys, tiny_corpus, tmp_path):
     (["--out", "{tmp}/o.mp4", "--pose", "{tmp}/speech.wav"], "--pose {tmp}/speech.wav: cannot read a .npy array"),
     (["--out", "{tmp}/o.mp4", "--pose", "{tmp}/poses.npz"],
      "--pose {tmp}/poses.npz: expected a .npy array, got a NpzFile"),
+    (["--out", "{tmp}/o.mp4", "--device", "tpu"], "--device tpu: not a device (auto, cpu, cuda, cuda:N or mps)"),
     (["--out", "{tmp}/o.mp4", "--ckpt", "{tmp}/run"],
      "--ckpt {tmp}/run: no checkpoints/best*.ckpt or checkpoints/last.ckpt in that run"),
     (["--out", "{tmp}/o.mp4", "--ckpt", "{tmp}/last.ckpt"], "--ckpt checkpoint not found: {tmp}/last.ckpt"),
@@ -82,10 +84,21 @@ def test_predict_from_audio_errors_are_one_line(capsys, tmp_path, monkeypatch, e
     assert not (tmp_path / "o.mp4").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA GPU")
+def test_predict_on_a_missing_gpu_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sf.write(tmp_path / "speech.wav", np.zeros(1600, np.float32), 16000)
+    code = main(["predict", "--model", "lsp", "--audio", "speech.wav", "--out", "o.mp4", "--device", "cuda:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "error: --device cuda:1: this machine has no CUDA GPU that torch can use\n", err
+    assert not (tmp_path / "o.mp4").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["predict", "--model", "static", "--out", "x.mp4"], "--out applies to `zoo predict --audio IN.wav` only"),
     (["predict", "--model", "static", "--seed", "3"], "--seed applies to `zoo predict --audio IN.wav` only"),
     (["predict", "--model", "static", "--pose", "p.npy"], "--pose applies to `zoo predict --audio IN.wav` only"),
+    (["predict", "--model", "static", "--device", "cpu"], "--device applies to `zoo predict --audio IN.wav` only"),
     (["models", "a=1"], "`zoo models` takes no key=value overrides (got a=1)"),
     (["weights", "b=2"], "`zoo weights` takes no key=value overrides (got b=2)"),
     (["fit", "--model", "lsp.apc", "--force"], "--force retrains the finished stages of a staged model (e.g. lsp); "

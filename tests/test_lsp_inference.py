@@ -26,12 +26,14 @@ def speech(tmp_path, lsp_model):
     return path, audio
 
 
-def test_predict_from_audio_writes_video_with_sound(lsp_run, speech, tmp_path):
+def test_predict_from_audio_writes_video_with_sound(lsp_run, speech, tmp_path, capsys):
     from zoo.io.video import read_video
 
     path, audio = speech
     out = tmp_path / "out.mp4"
-    assert main(["predict", "--model", "lsp", "--ckpt", str(lsp_run), "--audio", str(path), "--out", str(out)]) == 0
+    assert main(["predict", "--model", "lsp", "--ckpt", str(lsp_run), "--audio", str(path), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("(on cpu)")
     frames, sound, fps, rate = read_video(out)
     assert fps == 25 and frames.shape[1:] == (64, 64, 3)
     assert len(frames) == round(len(audio) * fps / 16000)

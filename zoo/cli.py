@@ -1,7 +1,7 @@
 """The ``zoo`` command line.
 
     zoo fit | validate | test | predict --model NAME [--data NAME] [--config FILE] [key=value ...]
-    zoo predict --model NAME --ckpt RUN --audio IN.wav --out OUT.mp4 [--seed N] [--pose POSES.npy]
+    zoo predict --model NAME --ckpt RUN --audio IN.wav --out OUT.mp4 [--seed N] [--pose POSES.npy] [--device D]
     zoo models                       registered models, one line each
     zoo weights                      pretrained weight files: status and SHA256
     zoo config --model NAME [...]    print the composed config
@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, default=None, help="seed of sampled motion for --audio (default 0)")
             p.add_argument("--pose", default=None, help=".npy of head poses [T, 6], one per video frame, to use "
                            "instead of sampled ones (a shorter file holds its last pose)")
+            p.add_argument("--device", default=None, help="where the model runs for --audio: auto (default: the GPU "
+                           "when there is one), cpu, cuda, cuda:N or mps")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. trainer=cpu trainer.max_epochs=3 data.batch_size=4")
@@ -145,7 +147,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if extra:
         args.overrides = list(args.overrides) + extra
     if args.command == "predict" and args.audio is None:
-        given = [option for option in ("out", "seed", "pose") if getattr(args, option) is not None]
+        given = [option for option in ("out", "seed", "pose", "device") if getattr(args, option) is not None]
         if given:
             print(f"error: --{given[0]} applies to `zoo predict --audio IN.wav` only; without --audio the model "
                   f"predicts the test split into its run directory", file=sys.stderr)
@@ -170,7 +172,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             from zoo.predict import predict_audio_file
 
             predict_audio_file(args.model, args.ckpt, args.audio, args.out, args.seed or 0, args.pose,
-                               args.overrides)
+                               args.overrides, args.device or "auto")
         else:
             from zoo.harness import execute, prepare
 

@@ -2,7 +2,7 @@
 
 Models that support it implement ``load(path)`` (a classmethod building the model from its checkpoint alone),
 ``fps``, ``sample_rate`` and ``predict_audio(audio, seed, poses, progress)`` returning ``frames`` float
-[T, 3, H, W] in [0, 1].
+[T, 3, H, W] in [0, 1]; the model runs where ``--device`` puts it (``.to(device)``), default the GPU when there is one.
 """
 from __future__ import annotations
 
@@ -26,6 +26,29 @@ def resolve_checkpoint(model: str, ckpt: Optional[str]) -> Path:
     return find_checkpoint(compose_run(model), ckpt)
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``--device NAME`` names: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``,
+    ``cuda:N`` or ``mps``; one :class:`ConfigError` line for a name torch does not know or a device this machine
+    does not have."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {name}: this machine has no CUDA GPU that torch can use")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} CUDA GPU(s), numbered from 0")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {name}: not a device (auto, cpu, cuda, cuda:N or mps)")
+    return device
+
+
 def load_poses(path: str) -> torch.Tensor:
     """Head poses float [T, 6] (rotation xyz rad, translation xyz) from a .npy file."""
     try:
@@ -38,7 +61,8 @@ def load_poses(path: str) -> torch.Tensor:
 
 
 def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Optional[str], seed: int = 0,
-                       pose_path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Path:
+                       pose_path: Optional[str] = None, overrides: Optional[list[str]] = None,
+                       device: str = "auto") -> Path:
     from zoo.io.audio import load_audio
     from zoo.model import to_uint8_hwc
     from zoo.io.video import write_video
@@ -56,7 +80,8 @@ def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Op
     if not Path(audio_path).is_file():
         raise DataError(f"--audio file not found: {audio_path}")
     poses = load_poses(pose_path) if pose_path else None
-    net = model_class.load(resolve_checkpoint(model, ckpt))
+    target = resolve_device(device)
+    net = model_class.load(resolve_checkpoint(model, ckpt)).to(target)
     audio = load_audio(audio_path, net.sample_rate)
     try:
         result = net.predict_audio(audio, seed=seed, poses=poses, progress=True)
@@ -69,5 +94,6 @@ def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Op
         print(f"warning: --pose {pose_path} has {len(poses)} poses for {len(frames)} frames of audio: {use}",
               file=sys.stderr)
     write_video(out, frames, fps=net.fps, audio=audio, sample_rate=net.sample_rate)
-    print(f"wrote {out}: {len(frames)} frames at {net.fps:g} fps with {len(audio) / net.sample_rate:.2f} s of audio")
+    print(f"wrote {out}: {len(frames)} frames at {net.fps:g} fps with {len(audio) / net.sample_rate:.2f} s of audio "
+          f"(on {target})")
     return Path(out)
