@@ -340,7 +340,6 @@ def test_a_terminated_bench_exits_143(monkeypatch, capsys):
                                        "finished)\n")
 
 
-
 @pytest.mark.parametrize("world_size, rank", [(2, 0), (2, 1), (1, 0)])
 def test_seed_per_rank_gives_ranks_their_own_noise_and_leaves_one_process_alone(world_size, rank):
     from types import SimpleNamespace

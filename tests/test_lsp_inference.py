@@ -130,7 +130,7 @@ def test_the_engines_head_motion_is_the_headpose_networks_own_sampling(lsp_model
                                    cfg.lle_percent)
     ahead = engine.pose_ahead
     states = lsp_model.headpose.generate(repeat_last(pair_frames(features[None]), ahead), cfg.headpose.sigma_scale,
-                                     torch.Generator().manual_seed(3), frame_future=ahead)
+                                          torch.Generator().manual_seed(3), frame_future=ahead)
     assert len(poses) == states.shape[1] > ahead
     assert torch.allclose(poses, lsp_model.profile.denormalise_state(states[0])[:, :6].float(), atol=1e-5)
 

@@ -2,7 +2,8 @@
 
 Models that support it implement ``load(path)`` (a classmethod building the model from its checkpoint alone),
 ``fps``, ``sample_rate`` and ``predict_audio(audio, seed, poses, progress)`` returning ``frames`` float
-[T, 3, H, W] in [0, 1]; the model runs where ``--device`` puts it (``.to(device)``), default the GPU when there is one.
+[T, 3, H, W] in [0, 1]; the model runs where ``--device`` puts it (``.to(device)``; by default the GPU when there
+is one).
 """
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device {name}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {name}: not a device (auto, cpu, cuda, cuda:N or mps)")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -44,8 +47,6 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(f"--device {name}: this machine has {count} CUDA GPU(s), numbered from 0")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"--device {name}: MPS is not available on this machine")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"--device {name}: not a device (auto, cpu, cuda, cuda:N or mps)")
     return device
 
 
