@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lsp.model import LSP  # noqa: E402
 from lsp.person import person_clip_ids  # noqa: E402
 from zoo.data.dataset import eval_ref_indices  # noqa: E402
-from zoo.harness import build_datamodule, build_metric_suite, execute, prepare  # noqa: E402
+from zoo.harness import build_datamodule, build_metric_suite, build_model, execute, prepare  # noqa: E402
 from zoo.io.atomic import write_json  # noqa: E402
 from zoo.metrics.functional import centred_points, lmd, psnr  # noqa: E402
 from zoo.model import frames_to_float, to_uint8_hwc  # noqa: E402
@@ -146,14 +146,16 @@ def lips_read(rendered: torch.Tensor, truth: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def motion_and_rendering(model: LSP, ckpt: Path, identity: int, overrides: Sequence[str]) -> dict:
+def motion_and_rendering(ckpt: Path, identity: int, overrides: Sequence[str]) -> dict:
     """Head-pose std of generated vs ground-truth windows, landmark-level M-LMD, and the renderer on ground-truth
-    landmarks (PSNR, and the suite's M-LMD and Sync_conf)."""
+    landmarks (PSNR, and the suite's M-LMD and Sync_conf), of the model the ``lsp`` row scored: the checkpoint with
+    the ``model.*`` overrides (e.g. ``model.mouth_amplitude=1.5``) applied, as ``zoo test`` applies them."""
     run = prepare("test", "lsp", overrides=[*overrides, f"model.identity={identity}", "logger=none",
                                             f"eval.metrics=[{','.join(SUITE_METRICS)}]",
                                             "data.fields=[mel,audio,frames,pose,landmarks2d,shoulders2d]",
                                             "data.num_refs=1"],
                   ckpt=str(ckpt))
+    model = build_model(run.cfg, run.ckpt_path).eval()
     datamodule = build_datamodule(run.cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -238,14 +240,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     started = time.time()
     ckpt = resolve_checkpoint("lsp", args.run)
-    model = LSP.load(ckpt)
-    identity = int(model.cfg.identity)
+    identity = int(LSP.load(ckpt).cfg.identity)   # and one line if it is not an assembled LSP checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         results = {"gt": score("gt", identity, work, args.overrides),
                    "static": score("static", identity, work, args.overrides),
                    "lsp": score("lsp", identity, work, args.overrides, ckpt=str(ckpt))}
-    own = motion_and_rendering(model, ckpt, identity, args.overrides)
+    own = motion_and_rendering(ckpt, identity, args.overrides)
     windows = {name: [(c["clip_id"], c["start"]) for c in r["clips"]] for name, r in results.items()}
     if not all(w == own["windows"] for w in windows.values()):
         raise RuntimeError("the gt, static and LSP runs did not score the same windows")
@@ -269,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "m_lmd": other, "lsp_ratio": agg["lsp"][m_lmd] / other, "landmark_m_lmd": marks["static_other_clip"],
         "landmark_lsp_ratio": marks["lsp"] / marks["static_other_clip"],
         "what": "static with its frame from another of the person's test clips (not the scored one)"}
-    result = {"benchmark": "lsp_quality", "checkpoint": str(ckpt), "identity": identity,
+    result = {"benchmark": "lsp_quality", "checkpoint": str(ckpt), "overrides": list(args.overrides),
+              "identity": identity,
               "dataset": results["lsp"]["dataset"], "num_windows": len(own["windows"]),
               "window_seconds": own["window_seconds"],
               "bars": bars, "all_pass": all(b["pass"] for b in bars.values()), "pose_std": own["pose_std"],

@@ -63,7 +63,7 @@ sys.path.insert(0, str(HERE.parent))
 from lsp_streaming import environment, model_devices  # noqa: E402
 
 from zoo.config import compose, to_dataclass  # noqa: E402
-from zoo.harness import add_model_fields, build_datamodule, build_trainer, prepare  # noqa: E402
+from zoo.harness import add_model_fields, build_datamodule, build_model, build_trainer, prepare  # noqa: E402
 from zoo.io.atomic import write_json  # noqa: E402
 from zoo.pipeline import is_staged  # noqa: E402
 from zoo.registry import get_entry, list_models  # noqa: E402
@@ -174,7 +174,7 @@ def measure_stage(item: dict, args: argparse.Namespace, device: str, runs_dir: P
     started = time.perf_counter()
     pl.seed_everything(run.cfg.run.seed, workers=True, verbose=False)
     datamodule = build_datamodule(run.cfg)
-    model = entry.builder(to_dataclass(run.cfg.model, entry.config))
+    model = build_model(run.cfg)
     trainer = build_trainer(run, logger=False)
     timer = StepTimer(args.warmup, args.steps, cuda=device == "cuda")
     # the model summary is printed to the console (rich) on every fit; the JSON records the parameter counts

@@ -69,6 +69,7 @@ def test_quality_benchmark_reports_every_bar(lsp_run, tmp_path, quality_benchmar
     # frame from another clip of the person as well
     result = quality_benchmark.main(["--run", str(lsp_run), "--out", str(out), *LSP_SMALL, "data.test_split=train"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["overrides"] == [*LSP_SMALL, "data.test_split=train"]     # what the figures were measured with
     assert set(result["bars"]) == {"m_lmd_vs_static", "sync_conf_vs_gt", "pose_std_vs_gt",
                                    "renderer_psnr_gt_landmarks_db"}
     bars = result["bars"]
@@ -103,6 +104,29 @@ def test_quality_benchmark_reports_every_bar(lsp_run, tmp_path, quality_benchmar
     assert other["m_lmd"] > 0 and other["landmark_m_lmd"] == marks["static_other_clip"] > 0
     assert other["lsp_ratio"] == pytest.approx(bars["m_lmd_vs_static"]["lsp"] / other["m_lmd"])
     assert other["landmark_lsp_ratio"] == pytest.approx(marks["lsp"] / marks["static_other_clip"])
+
+
+def test_the_diagnosis_scores_the_model_the_lsp_row_scored(lsp_run, lsp_model, quality_benchmark, monkeypatch):
+    """model.* overrides reach the model of the head-pose bar and the diagnosis, as they reach `zoo test`'s."""
+    from zoo.harness import build_model
+
+    class Built(Exception):
+        pass
+
+    built = []
+
+    def build_and_stop(cfg, ckpt_path=None):
+        built.append(build_model(cfg, ckpt_path))
+        raise Built   # the model is all this test needs: skip the scoring
+
+    monkeypatch.setattr(quality_benchmark, "build_model", build_and_stop)
+    overrides = [*LSP_SMALL, "model.mouth_amplitude=1.5", "model.pose_smooth_sigma=2.5"]
+    with pytest.raises(Built):
+        quality_benchmark.motion_and_rendering(lsp_run / "checkpoints" / "last.ckpt", 0, overrides)
+    (model,) = built
+    assert (model.cfg.mouth_amplitude, model.cfg.pose_smooth_sigma) == (1.5, 2.5)
+    trained = lsp_model.state_dict()
+    assert all(torch.equal(value, trained[key]) for key, value in model.state_dict().items())
 
 
 def test_static_from_another_clip_takes_the_next_clips_middle_frame(tiny_corpus, quality_benchmark):

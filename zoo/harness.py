@@ -393,6 +393,20 @@ def config_name(stage: str) -> str:
     return "config.yaml" if stage == "fit" else f"config.{stage}.yaml"
 
 
+def build_model(cfg: DictConfig, ckpt_path: Optional[str] = None):
+    """The module ``cfg.model`` configures (for model ``cfg.run.model``); with ``ckpt_path``, that checkpoint's
+    weights loaded into it strictly (one line when they do not fit) and checked (``check_loaded``): the model
+    ``zoo test --ckpt`` evaluates, with the run's ``model.*`` overrides applied to what the checkpoint saved."""
+    entry = get_entry(cfg.run.model)
+    model = entry.builder(to_dataclass(cfg.model, entry.config))
+    if ckpt_path:
+        state = load_checkpoint_state_dict(ckpt_path, str(ckpt_path))
+        load_strict(model, state, f"checkpoint {ckpt_path} does not fit model '{cfg.run.model}' as configured "
+                                  f"(another model's, or trained with other model.* settings?)")
+        model.check_loaded()
+    return model
+
+
 def execute(run: Run) -> dict:
     """Run the job; returns the logged metrics (``trainer.callback_metrics`` as floats)."""
     cfg = run.cfg
@@ -403,12 +417,8 @@ def execute(run: Run) -> dict:
         refuse_manual_optimisation_settings(cfg)
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    model = entry.builder(to_dataclass(cfg.model, entry.config))
-    if run.ckpt_path:   # Lightning would load it mid-run, with a traceback when the config's sizes differ
-        state = load_checkpoint_state_dict(run.ckpt_path, str(run.ckpt_path))
-        load_strict(model, state, f"checkpoint {run.ckpt_path} does not fit model '{cfg.run.model}' as configured "
-                                  f"(another model's, or trained with other model.* settings?)")
-        model.check_loaded()
+    # Lightning would load the checkpoint mid-run, with a traceback when the config's sizes differ
+    model = build_model(cfg, run.ckpt_path)
     logger = build_logger(cfg, run.run_dir, job_type=run.stage)
     kit = None
     trainer = build_trainer(run, logger, lambda: kit)   # bad trainer.* settings fail before the kit trains
