@@ -13,6 +13,9 @@ sub-pixel position of the same mouth at 128 px; at 4x, 1/4 of that. Lip motion i
 frames must follow the stored landmarks more closely than that. Primitives use ``cv2.LINE_AA`` with 4 bits of
 sub-pixel precision at the drawing size.
 
+Drawing the frame at 2x and only a box around the lips again at 4x was tried (2026-12-06) and was no faster: at
+these sizes an OpenCV fill costs mostly per call, not per pixel, and the box needs every layer drawn again.
+
 Speed: every derived shape (shading rings, brow outlines, teeth, iris ellipses, ...) is computed for all
 frames at once with numpy before the per-frame loop, which then only issues ~40 cv2 calls per frame.
 """
