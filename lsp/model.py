@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -132,11 +132,17 @@ class LSP(TalkingHeadModel):
     @torch.no_grad()
     def predict_audio(self, audio: np.ndarray, seed: int = 0, poses: torch.Tensor | None = None,
                       progress: bool = False) -> EngineOutput:
-        """A video for float mono audio [N] at :attr:`sample_rate` (at least half a frame): one frame per 1/fps s.
+        """A video for float mono audio [N] at :attr:`sample_rate` (at least half a frame): one frame per 1/fps s,
+        all in memory (:meth:`predict_audio_chunks` gives them 2 s at a time).
 
         ``poses`` (float [T, 6]) drives the head instead of the sampled motion; ``progress`` shows a bar."""
-        from tqdm.auto import tqdm
+        return EngineOutput.concat(list(self.predict_audio_chunks(audio, seed, poses, progress)))
 
+    def predict_audio_chunks(self, audio: np.ndarray, seed: int = 0, poses: torch.Tensor | None = None,
+                             progress: bool = False) -> Iterator[EngineOutput]:
+        """:meth:`predict_audio`'s frames as they are made, about 2 s of video per item, so that audio of any
+        length needs the memory of one item (``zoo predict`` writes each to the video as it comes). Audio too short
+        for a frame is refused here, before the first item."""
         audio = mono_float_audio(audio, "LSP.predict_audio")
         try:
             mel = torch.from_numpy(log_mel(audio, self.sample_rate, self.fps))
@@ -145,16 +151,21 @@ class LSP(TalkingHeadModel):
         if len(mel) < 2:                 # a frame needs two mel rows
             raise DataError(f"LSP.predict_audio: {len(audio)} samples are less than half a video frame at "
                             f"{self.fps:g} fps: no frame to make")
-        engine = self.engine(self.fps, seed, poses)
-        chunk = 2 * int(round(2 * self.fps))          # 2 s of mel rows per step of the progress bar
-        outputs = []
+        return self._engine_chunks(self.engine(self.fps, seed, poses), mel, progress)
+
+    @torch.no_grad()
+    def _engine_chunks(self, engine: LSPEngine, mel: torch.Tensor, progress: bool) -> Iterator[EngineOutput]:
+        from tqdm.auto import tqdm
+
+        chunk = 2 * int(round(2 * self.fps))          # 2 s of mel rows per item (and step of the progress bar)
         with tqdm(total=len(mel) // 2, unit="frame", disable=not progress, desc="lsp") as bar:
             for start in range(0, len(mel), chunk):
-                outputs.append(engine.push_mel(mel[start:start + chunk]))
-                bar.update(len(outputs[-1].frames))
-            outputs.append(engine.finish())
-            bar.update(len(outputs[-1].frames))
-        return EngineOutput.concat(outputs)
+                output = engine.push_mel(mel[start:start + chunk])
+                bar.update(len(output.frames))
+                yield output
+            output = engine.finish()
+            bar.update(len(output.frames))
+            yield output
 
     @classmethod
     def load(cls, path: str | Path, map_location: str = "cpu") -> LSP:

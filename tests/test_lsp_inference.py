@@ -40,6 +40,26 @@ def test_predict_from_audio_writes_video_with_sound(lsp_run, speech, tmp_path, c
     assert sound is not None and abs(len(sound) / rate - len(audio) / 16000) < 0.05
 
 
+def test_prediction_from_audio_is_encoded_a_piece_at_a_time(lsp_run, lsp_model, tmp_path, monkeypatch):
+    """Audio of any length: zoo predict never holds the whole video; each ~2 s piece is encoded as it comes."""
+    from zoo.io.video import VideoStreamWriter, read_video
+
+    audio = (0.2 * np.random.default_rng(1).standard_normal(int(5.3 * 16000))).astype(np.float32)
+    sf.write(tmp_path / "long.wav", audio, 16000)
+    pieces = []
+    write = VideoStreamWriter.write
+    monkeypatch.setattr(VideoStreamWriter, "write", lambda self, frames: (pieces.append(len(frames)),
+                                                                           write(self, frames)))
+    out = tmp_path / "long.mp4"
+    assert main(["predict", "--model", "lsp", "--ckpt", str(lsp_run), "--audio", str(tmp_path / "long.wav"),
+                 "--out", str(out), "--device", "cpu"]) == 0
+    frames = round(len(audio) * 25 / 16000)
+    assert sum(pieces) == frames == len(read_video(out)[0])
+    assert len(pieces) >= 4 and max(pieces) <= 50              # 2 s of frames at most per piece
+    # unusable audio is refused when asked, not when the first piece is drawn
+    one_line_error(lambda: lsp_model.predict_audio_chunks(audio[:300]), "LSP.predict_audio: 300 samples")
+
+
 def test_seed_and_pose_file(lsp_run, lsp_model, speech, tmp_path, capsys):
     _, audio = speech
     a, b = lsp_model.predict_audio(audio, seed=1), lsp_model.predict_audio(audio, seed=1)

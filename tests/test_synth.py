@@ -314,3 +314,17 @@ def test_same_seed_same_clip_different_seed_differs():
         assert np.array_equal(a[key], b[key]), key
         assert not np.array_equal(a[key], c[key]), key
     assert a["meta"] == b["meta"]
+
+
+def test_accent_responses_of_a_long_clip_do_not_overflow():
+    """An accent 2 minutes after a frame (a long clip) gives that frame no response, and no overflow warning."""
+    import warnings
+
+    from zoo.synth.head_motion import accent_response
+
+    t = np.array([0.0, 119.9, 120.0, 120.2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        response = accent_response(t, np.array([[120.0, 1.0]]), latency=0.0, tau=0.1)[:, 0]
+    assert response[0] == 0.0 and response[1] == 0.0                 # before the rise
+    assert response[2] == pytest.approx(1.0) and 0 < response[3] < 1    # the peak, then the decay

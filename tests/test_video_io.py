@@ -8,6 +8,7 @@ import soundfile as sf
 
 from zoo.data.fake import fake_clip
 from zoo.io import load_audio, read_video, save_audio, write_video
+from zoo.io.video import video_writer
 
 from helpers import one_line_error
 
@@ -33,6 +34,49 @@ def test_video_round_trip(tmp_path, fps, size):
     assert not _leftovers(tmp_path)
     # load_audio on an mp4: trimmed to the stream duration, which the mp4 edit list keeps to the millisecond
     assert abs(len(load_audio(path)) - len(audio)) <= SR // 1000
+
+
+def test_a_video_written_in_pieces_is_the_video_written_at_once(tmp_path):
+    frames, audio, _ = fake_clip(30, 37, 25.0, SR, seed=3, tracks=())        # an odd size, padded the same way
+    write_video(tmp_path / "once.mp4", frames, fps=25.0, audio=audio, sample_rate=SR)
+    with video_writer(tmp_path / "pieces.mp4", fps=25.0, audio=audio, sample_rate=SR) as video:
+        for start, stop in ((0, 7), (7, 7), (7, 20), (20, 30)):              # an empty piece is fine
+            video.write(frames[start:stop])
+            assert not (tmp_path / "pieces.mp4").exists()                   # nothing visible before the end
+    assert video.frames_written == 30
+    once, pieces = read_video(tmp_path / "once.mp4"), read_video(tmp_path / "pieces.mp4")
+    # x264's threads make two encodings of the same frames differ slightly, so the frames are compared with the input
+    assert pieces[0].shape == frames.shape and np.abs(pieces[0].astype(np.float32) - frames).mean() < 4.0
+    assert np.array_equal(once[1], pieces[1]) and once[2:] == pieces[2:]
+    assert not _leftovers(tmp_path)
+
+
+def test_a_video_writer_that_fails_leaves_nothing(tmp_path):
+    frames = np.zeros((4, 16, 16, 3), np.uint8)
+    path = tmp_path / "out.mp4"
+
+    def interrupted():
+        with video_writer(path, fps=25.0) as video:
+            video.write(frames)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+
+    def resized():
+        with video_writer(path, fps=25.0) as video:
+            video.write(frames)
+            video.write(np.zeros((2, 18, 16, 3), np.uint8))
+
+    one_line_error(resized, f"video {path}: frames of 16x18 after 16x16 ones")
+
+    def empty():
+        with video_writer(path, fps=25.0) as video:
+            video.write(frames[:0])
+
+    one_line_error(empty, f"video {path}: no frames were written")
+    one_line_error(lambda: video_writer(path, fps=-1).__enter__(), "fps must be positive, got -1")
+    assert not path.exists() and not _leftovers(tmp_path)
 
 
 def test_video_without_audio(tmp_path):

@@ -1,9 +1,10 @@
 """``zoo predict --audio``: any audio file in, an mp4 of the model speaking it (with that audio) out.
 
 Models that support it implement ``load(path)`` (a classmethod building the model from its checkpoint alone),
-``fps``, ``sample_rate`` and ``predict_audio(audio, seed, poses, progress)`` returning ``frames`` float
-[T, 3, H, W] in [0, 1]; the model runs where ``--device`` puts it (``.to(device)``; by default the GPU when there
-is one).
+``fps``, ``sample_rate`` and ``predict_audio_chunks(audio, seed, poses, progress)``, which refuses unusable audio
+when called and then yields the video a piece at a time, each with ``frames`` float [n, 3, H, W] in [0, 1]. Each
+piece is encoded as it comes (:func:`zoo.io.video.video_writer`), so audio of any length needs the memory of one
+piece. The model runs where ``--device`` puts it (``.to(device)``; by default the GPU when there is one).
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Op
                        device: str = "auto") -> Path:
     from zoo.io.audio import load_audio
     from zoo.model import to_uint8_hwc
-    from zoo.io.video import write_video
+    from zoo.io.video import video_writer
 
     if out is None:
         raise ConfigError("--audio needs --out OUT.mp4")
@@ -76,7 +77,7 @@ def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Op
         raise ConfigError(f"--audio prediction takes no config overrides (got {' '.join(overrides)}); the model's "
                           f"config comes from its checkpoint")
     model_class = get_entry(model).model_class
-    if not hasattr(model_class, "predict_audio"):
+    if not hasattr(model_class, "predict_audio_chunks"):
         raise ConfigError(f"model '{model}' does not predict from an audio file")
     if not Path(audio_path).is_file():
         raise DataError(f"--audio file not found: {audio_path}")
@@ -85,16 +86,18 @@ def predict_audio_file(model: str, ckpt: Optional[str], audio_path: str, out: Op
     net = model_class.load(resolve_checkpoint(model, ckpt)).to(target)
     audio = load_audio(audio_path, net.sample_rate)
     try:
-        result = net.predict_audio(audio, seed=seed, poses=poses, progress=True)
+        pieces = net.predict_audio_chunks(audio, seed=seed, poses=poses, progress=True)
     except DataError as error:       # the audio is too short or not audio: name the file it came from
         raise DataError(f"--audio {audio_path}: {error}") from None
-    frames = to_uint8_hwc(result.frames)
-    if poses is not None and len(poses) != len(frames):
+    with video_writer(out, fps=net.fps, audio=audio, sample_rate=net.sample_rate) as video:
+        for piece in pieces:
+            video.write(to_uint8_hwc(piece.frames))
+    frames = video.frames_written
+    if poses is not None and len(poses) != frames:
         # a pose file of another length is usually a different frame rate or clip: say so rather than fail
-        use = "its last pose is held for the rest" if len(poses) < len(frames) else "the rest are unused"
-        print(f"warning: --pose {pose_path} has {len(poses)} poses for {len(frames)} frames of audio: {use}",
+        use = "its last pose is held for the rest" if len(poses) < frames else "the rest are unused"
+        print(f"warning: --pose {pose_path} has {len(poses)} poses for {frames} frames of audio: {use}",
               file=sys.stderr)
-    write_video(out, frames, fps=net.fps, audio=audio, sample_rate=net.sample_rate)
-    print(f"wrote {out}: {len(frames)} frames at {net.fps:g} fps with {len(audio) / net.sample_rate:.2f} s of audio "
+    print(f"wrote {out}: {frames} frames at {net.fps:g} fps with {len(audio) / net.sample_rate:.2f} s of audio "
           f"(on {target})")
     return Path(out)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import av
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from zoo.errors import DataError
 from zoo.io.atomic import atomic_path
 
-__all__ = ["write_video", "read_video", "read_audio_stream", "VIDEO_CRF"]
+__all__ = ["write_video", "video_writer", "read_video", "read_audio_stream", "VIDEO_CRF"]
 
 VIDEO_CRF = 18                 # visually lossless for x264; metrics are computed on tensors, never on these files
 VIDEO_PRESET = "fast"          # x264 speed/size trade-off; "fast" is ~2x quicker than "medium" for a few % size
@@ -31,23 +32,87 @@ AUDIO_BITRATE = 96_000         # AAC bit rate; plenty for 16-kHz mono speech
 _SIZE_TAG = re.compile(r"zoo:size=(\d+)x(\d+)")
 
 
-def _check_frames(frames: np.ndarray, path: Path) -> np.ndarray:
+def _check_frames(frames: np.ndarray, path: Path, at_least: int = 1) -> np.ndarray:
     frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-        raise DataError(f"video {path}: frames must be uint8 [T, H, W, 3] RGB with T >= 1, "
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < at_least:
+        raise DataError(f"video {path}: frames must be uint8 [T, H, W, 3] RGB with T >= {at_least}, "
                         f"got {frames.dtype} {tuple(frames.shape)}")
     return frames
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: Optional[np.ndarray] = None,
-                sample_rate: int = 16000) -> None:
-    """Write ``frames`` (uint8 ``[T, H, W, 3]`` RGB) at ``fps`` to an mp4 (H.264 crf 18, yuv420p), muxing
-    ``audio`` (float32 ``[N]`` mono in [-1, 1] at ``sample_rate``) as AAC when given.
+class VideoStreamWriter:
+    """The encoder behind :func:`video_writer`: frames go to H.264 as they are written, the audio when it closes."""
 
-    The file is written under a temporary name in the same directory and renamed when complete.
+    def __init__(self, tmp: Path, path: Path, fps: float, audio: Optional[np.ndarray], sample_rate: int):
+        self.tmp, self.path, self.fps, self.audio, self.sample_rate = tmp, path, fps, audio, int(sample_rate)
+        self.container = self.video = self.sound = None
+        self.size: Optional[tuple[int, int]] = None    # (height, width) of the first frames
+        self.frames_written = 0
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append ``frames`` (uint8 ``[T, H, W, 3]`` RGB, T >= 0), all of the first frames' size."""
+        frames = _check_frames(frames, self.path, at_least=0)
+        if not len(frames):
+            return
+        if self.size is None:
+            self._open(*frames.shape[1:3])
+        elif frames.shape[1:3] != self.size:
+            raise DataError(f"video {self.path}: frames of {frames.shape[2]}x{frames.shape[1]} after "
+                            f"{self.size[1]}x{self.size[0]} ones: a video has one frame size")
+        pad_h, pad_w = self.size[0] % 2, self.size[1] % 2
+        if pad_h or pad_w:  # replicate the last row/column; the true size is in the comment tag
+            frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        for frame in frames:
+            for packet in self.video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                self.container.mux(packet)
+        self.frames_written += len(frames)
+
+    def _open(self, height: int, width: int) -> None:
+        self.size = (height, width)
+        self.container = av.open(str(self.tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+        if height % 2 or width % 2:
+            self.container.metadata["comment"] = f"zoo:size={width}x{height}"
+        self.video = self.container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(100_000))
+        self.video.width, self.video.height = width + width % 2, height + height % 2
+        self.video.pix_fmt = "yuv420p"
+        self.video.options = {"crf": str(VIDEO_CRF), "preset": VIDEO_PRESET}
+        if self.audio is not None:   # every stream before the first packet: the header is written with it
+            self.sound = self.container.add_stream("aac", rate=self.sample_rate)
+            self.sound.layout = "mono"
+            self.sound.bit_rate = AUDIO_BITRATE
+
+    def finish(self) -> None:
+        """Flush the video and mux the audio; one line if no frame was written."""
+        if not self.frames_written:
+            raise DataError(f"video {self.path}: no frames were written")
+        for packet in self.video.encode():
+            self.container.mux(packet)
+        if self.audio is not None:
+            # One big frame: PyAV re-chunks it into the encoder's 1024-sample frames.
+            chunk = av.AudioFrame.from_ndarray(self.audio[None, :], format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts = self.sample_rate, 0
+            for packet in self.sound.encode(chunk):
+                self.container.mux(packet)
+            for packet in self.sound.encode(None):
+                self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+
+@contextmanager
+def video_writer(path: str | os.PathLike, fps: float, audio: Optional[np.ndarray] = None,
+                 sample_rate: int = 16000) -> Iterator[VideoStreamWriter]:
+    """An mp4 (H.264 crf 18, yuv420p) written a chunk of frames at a time (``.write(frames)``, uint8
+    ``[T, H, W, 3]`` RGB), so a video of any length needs the memory of one chunk; ``audio`` (float32 ``[N]`` mono
+    in [-1, 1] at ``sample_rate``) is muxed as AAC when the block ends.
+
+    The file is written under a temporary name in the same directory and renamed when the block completes; when
+    the block raises, or wrote no frame, nothing is left behind.
     """
     path = Path(path)
-    frames = _check_frames(frames, path)
     if not fps or fps <= 0:
         raise DataError(f"video {path}: fps must be positive, got {fps}")
     if audio is not None:
@@ -55,37 +120,23 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: 
         if audio.ndim != 1 or audio.size == 0 or not np.isfinite(audio).all():
             raise DataError(f"video {path}: audio must be a finite float32 [N] mono array, got shape {audio.shape}")
         audio = np.clip(audio, -1.0, 1.0)
-    height, width = frames.shape[1:3]
-    pad_h, pad_w = height % 2, width % 2
-    if pad_h or pad_w:  # replicate the last row/column; the true size goes in the comment tag
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-
     with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            if pad_h or pad_w:
-                container.metadata["comment"] = f"zoo:size={width}x{height}"
-            video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(100_000))
-            video.width, video.height = frames.shape[2], frames.shape[1]
-            video.pix_fmt = "yuv420p"
-            video.options = {"crf": str(VIDEO_CRF), "preset": VIDEO_PRESET}
-            sound = None
-            if audio is not None:
-                sound = container.add_stream("aac", rate=int(sample_rate))
-                sound.layout = "mono"
-                sound.bit_rate = AUDIO_BITRATE
-            for frame in frames:
-                for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in video.encode():
-                container.mux(packet)
-            if sound is not None:
-                # One big frame: PyAV re-chunks it into the encoder's 1024-sample frames.
-                chunk = av.AudioFrame.from_ndarray(audio[None, :], format="flt", layout="mono")
-                chunk.sample_rate, chunk.pts = int(sample_rate), 0
-                for packet in sound.encode(chunk):
-                    container.mux(packet)
-                for packet in sound.encode(None):
-                    container.mux(packet)
+        writer = VideoStreamWriter(tmp, path, fps, audio, sample_rate)
+        try:
+            yield writer
+            writer.finish()
+        finally:
+            writer.close()
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: Optional[np.ndarray] = None,
+                sample_rate: int = 16000) -> None:
+    """Write ``frames`` (uint8 ``[T, H, W, 3]`` RGB, T >= 1) at ``fps`` to an mp4 (H.264 crf 18, yuv420p), muxing
+    ``audio`` (float32 ``[N]`` mono in [-1, 1] at ``sample_rate``) as AAC when given: :func:`video_writer` in one
+    chunk (written under a temporary name, renamed when complete)."""
+    frames = _check_frames(frames, Path(path))
+    with video_writer(path, fps, audio, sample_rate) as video:
+        video.write(frames)
 
 
 def _open(path: Path, kind: str = "video") -> av.container.InputContainer:

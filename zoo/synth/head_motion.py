@@ -55,7 +55,8 @@ def sample_personality(rng: np.random.Generator) -> Personality:
 def accent_response(t: np.ndarray, accents: np.ndarray, latency: float, tau: float) -> np.ndarray:
     """[T, A] alpha-function responses (peak 1 at accent time + latency, rising over tau) to each accent."""
     x = (t[:, None] - (accents[None, :, 0] + latency - tau)) / tau
-    return np.where(x > 0, x * np.exp(1 - x), 0.0)
+    after = np.maximum(x, 0.0)   # np.where evaluates both sides: exp(1 - x) of a long clip's early frames overflows
+    return np.where(x > 0, after * np.exp(1 - after), 0.0)
 
 
 def head_pose(script: Script, t: np.ndarray, person: Personality, energy: float,
