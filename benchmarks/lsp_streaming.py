@@ -59,7 +59,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lsp.geometry import draw_edge_maps
-from lsp.manifold import manifold_projection
+from lsp.manifold import ProjectionBase, manifold_projection
 from lsp.model import LSP, LSPConfig
 from lsp.networks.headpose import HeadposeSampler
 from lsp.person import PersonProfile
@@ -244,11 +244,11 @@ def measure_front(model: LSP, device: torch.device, min_seconds: float) -> dict:
 
     mel = torch.randn(1, 2, model.cfg.apc.mel_dim, device=device)
     carry: dict = {"apc": None, "mouth": None}
+    base = ProjectionBase.of(model.profile.apc_base)      # prepared once per stream, as LSPEngine does
 
     def front_step() -> None:                # what one frame costs LSPEngine before the pose and the renderer
         features, carry["apc"] = model.speech(mel, carry["apc"])
-        features = manifold_projection(features[0], model.profile.apc_base, model.cfg.lle_neighbours,
-                                       model.cfg.lle_percent)
+        features = manifold_projection(features[0], base, model.cfg.lle_neighbours, model.cfg.lle_percent)
         _, carry["mouth"] = model.mouth(features.reshape(1, 1, -1), carry["mouth"])
 
     front_rate = rate(front_step, device, 1, min_seconds, min_calls=20, warmup=5)

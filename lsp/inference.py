@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from lsp.manifold import manifold_projection
+from lsp.manifold import ProjectionBase, manifold_projection
 from lsp.networks.headpose import HeadposeSampler, sample
 from lsp.speech import seconds_to_frames
 from zoo.model import head_poses
@@ -105,6 +105,7 @@ class LSPEngine:
         self.pose_ahead = seconds_to_frames(cfg.headpose.look_ahead_seconds, fps)
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self.poses = None if poses is None else head_poses(poses, "poses").to(self.device)
+        self.projection_base = ProjectionBase.of(model.profile.apc_base)
         self.apc_state: Optional[list[torch.Tensor]] = None
         self.pending_row: Optional[torch.Tensor] = None     # first mel row of a frame whose second row is missing
         self.pairs: dict[int, torch.Tensor] = {}              # frame -> APC pair [2D] (after manifold projection)
@@ -160,7 +161,7 @@ class LSPEngine:
 
     def _project(self, features: torch.Tensor) -> torch.Tensor:
         cfg = self.model.cfg
-        return manifold_projection(features, self.model.profile.apc_base, cfg.lle_neighbours, cfg.lle_percent)
+        return manifold_projection(features, self.projection_base, cfg.lle_neighbours, cfg.lle_percent)
 
     def _pair(self, frame: int) -> Optional[torch.Tensor]:
         """The APC pair of ``frame``; past the end of a finished input, the last one; None if not yet known."""

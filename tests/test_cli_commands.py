@@ -64,7 +64,9 @@ def test_predict_writes_every_clip(capsys, tiny_corpus, tmp_path):
     (["--out", "{tmp}/o.mp4", "--pose", "{tmp}/speech.wav"], "--pose {tmp}/speech.wav: cannot read a .npy array"),
     (["--out", "{tmp}/o.mp4", "--pose", "{tmp}/poses.npz"],
      "--pose {tmp}/poses.npz: expected a .npy array, got a NpzFile"),
-    (["--out", "{tmp}/o.mp4", "--device", "tpu"], "--device tpu: not a device (auto, cpu, cuda, cuda:N or mps)"),
+    (["--out", "{tmp}/o.mp4", "--device", "tpu"], "--device tpu: not a device (auto, cpu, cuda or cuda:N)"),
+    (["--out", "{tmp}/o.mp4", "--device", "mps"], "--device mps: not supported: MPS has no float64, which the "
+                                                   "inference needs; use cpu"),
     (["--out", "{tmp}/o.mp4", "--ckpt", "{tmp}/run"],
      "--ckpt {tmp}/run: no checkpoints/best*.ckpt or checkpoints/last.ckpt in that run"),
     (["--out", "{tmp}/o.mp4", "--ckpt", "{tmp}/last.ckpt"], "--ckpt checkpoint not found: {tmp}/last.ckpt"),

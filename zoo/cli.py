@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--pose", default=None, help=".npy of head poses [T, 6], one per video frame, to use "
                            "instead of sampled ones (a shorter file holds its last pose)")
             p.add_argument("--device", default=None, help="where the model runs for --audio: auto (default: the GPU "
-                           "when there is one), cpu, cuda, cuda:N or mps")
+                           "when there is one), cpu, cuda or cuda:N")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. trainer=cpu trainer.max_epochs=3 data.batch_size=4")

@@ -29,25 +29,25 @@ def resolve_checkpoint(model: str, ckpt: Optional[str]) -> Path:
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device ``--device NAME`` names: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``,
-    ``cuda:N`` or ``mps``; one :class:`ConfigError` line for a name torch does not know or a device this machine
-    does not have."""
+    """The torch device ``--device NAME`` names: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or
+    ``cuda:N``; one :class:`ConfigError` line for a name torch does not know, a device this machine does not have,
+    or Apple's MPS, which has no float64 (LSP's manifold projection and motion smoothing compute in it)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"--device {name}: not a device (auto, cpu, cuda, cuda:N or mps)")
+    if device is not None and device.type == "mps":
+        raise ConfigError(f"--device {name}: not supported: MPS has no float64, which the inference needs; use cpu")
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: not a device (auto, cpu, cuda or cuda:N)")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise ConfigError(f"--device {name}: this machine has no CUDA GPU that torch can use")
         if device.index is not None and device.index >= count:
             raise ConfigError(f"--device {name}: this machine has {count} CUDA GPU(s), numbered from 0")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {name}: MPS is not available on this machine")
     return device
 
 
