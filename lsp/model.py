@@ -129,7 +129,6 @@ class LSP(TalkingHeadModel):
     def sample_rate(self) -> int:
         return int(self.profile.sample_rate)
 
-    @torch.no_grad()
     def predict_audio(self, audio: np.ndarray, seed: int = 0, poses: torch.Tensor | None = None,
                       progress: bool = False) -> EngineOutput:
         """A video for float mono audio [N] at :attr:`sample_rate` (at least half a frame): one frame per 1/fps s,

@@ -46,10 +46,13 @@ def test_prediction_from_audio_is_encoded_a_piece_at_a_time(lsp_run, lsp_model, 
 
     audio = (0.2 * np.random.default_rng(1).standard_normal(int(5.3 * 16000))).astype(np.float32)
     sf.write(tmp_path / "long.wav", audio, 16000)
-    pieces = []
-    write = VideoStreamWriter.write
-    monkeypatch.setattr(VideoStreamWriter, "write", lambda self, frames: (pieces.append(len(frames)),
-                                                                           write(self, frames)))
+    pieces, write = [], VideoStreamWriter.write
+
+    def counted_write(self, frames):
+        pieces.append(len(frames))
+        write(self, frames)
+
+    monkeypatch.setattr(VideoStreamWriter, "write", counted_write)
     out = tmp_path / "long.mp4"
     assert main(["predict", "--model", "lsp", "--ckpt", str(lsp_run), "--audio", str(tmp_path / "long.wav"),
                  "--out", str(out), "--device", "cpu"]) == 0
