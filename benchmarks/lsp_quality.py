@@ -17,7 +17,9 @@ It also splits the first two bars into their causes (``diagnosis``): M-LMD measu
 (against the true ones: what a perfect renderer and detector would score) for LSP's predicted landmarks, for its
 mouths under the true head poses, for the ``static`` row's reference frame and, on the synthetic corpus, for the
 ``lsp_true_pose_offset_removed``: those mouths with each window's constant offset from the truth taken off (the
-constant part of the style, which the ``static`` row's frame, taken from the same clip, carries); the
+constant part of the style, which the ``static`` row's frame, taken from the same clip, carries) and
+``lsp_true_pose_cut_from_whole_clip``: those mouths cut from a generation of the window's whole clip (what the
+windows' cuts cost: a window alone starts its recurrent state cold and pads its last look-ahead); the
 ``audio_only_floor``: the same clips with the mouth their phonemes and loudness alone determine (the speaking
 style's smile, lip-corner and mouth-gain offsets removed, :func:`zoo.synth.styles.without_style`), the error left
 to a model that reads the phonemes perfectly but cannot hear the style; the evaluator's own mouth error (its
@@ -80,11 +82,22 @@ def score(model: str, identity: int, work_dir: Path, overrides: Sequence[str], c
 
 def true_pose_landmarks(model: LSP, batch: dict) -> torch.Tensor:
     """LSP's landmarks [B, T, 68, 2] with its predicted mouths under the windows' true head poses."""
-    landmarks = []
-    for mel, pose in zip(batch["mel"], batch["pose"]):
-        engine = model.engine(float(model.profile.fps), poses=pose)
-        landmarks.append(torch.cat([engine.push_mel(mel).landmarks2d, engine.finish().landmarks2d]))
-    return torch.stack(landmarks)
+    return torch.stack([landmarks_under_poses(model, mel, pose) for mel, pose in zip(batch["mel"], batch["pose"])])
+
+
+def landmarks_under_poses(model: LSP, mel: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+    """LSP's landmarks [T, 68, 2] for log-mel rows [2T, 80], its predicted mouths under the head poses [T, 6]."""
+    engine = model.engine(float(model.profile.fps), poses=pose)
+    return torch.cat([engine.push_mel(mel).landmarks2d, engine.finish().landmarks2d])
+
+
+def whole_clip_true_pose_landmarks(model: LSP, datamodule, clip_id: str) -> torch.Tensor:
+    """:func:`true_pose_landmarks` of a whole clip [T_clip, 68, 2]: the test windows cut from it have heard the
+    speech before and after them, where a window generated alone starts cold and pads its end."""
+    clip = datamodule.dataset.clip(clip_id)
+    mel = torch.from_numpy(datamodule.feature_cache("mel").window(clip_id, 0, clip.num_frames))
+    pose = torch.as_tensor(clip.read_track("pose", 0, clip.num_frames), dtype=torch.float32)
+    return landmarks_under_poses(model, mel, pose)
 
 
 def audio_only_landmarks(dataset, clip_id: str) -> torch.Tensor | None:
@@ -161,12 +174,14 @@ def motion_and_rendering(ckpt: Path, identity: int, overrides: Sequence[str]) ->
     datamodule.setup("test")
     suite = build_metric_suite(run.cfg, datamodule)
     generated_std, true_std, psnrs, windows, read_truth, read_rendered = [], [], [], [], [], []
-    landmark_lmd = {"lsp": [], "lsp_true_pose": [], "lsp_true_pose_offset_removed": [], "static": [],
+    landmark_lmd = {"lsp": [], "lsp_true_pose": [], "lsp_true_pose_offset_removed": [],
+                    "lsp_true_pose_cut_from_whole_clip": [], "static": [],
                     "static_other_clip": [], "audio_only_floor": [], "detector_on_gt_frames": []}
     other_stills = other_clip_stills(datamodule.dataset,
                                      person_clip_ids(datamodule.dataset, datamodule.cfg.test_split, identity))
     other_scores: list[dict] = []
     audio_only: dict[str, torch.Tensor | None] = {}
+    whole_clips: dict[str, torch.Tensor] = {}
     rendered_scores: dict[str, list[dict]] = {"gt_landmarks": [], "lsp_true_pose": [], "audio_only_floor": []}
     for batch in datamodule.test_dataloader():
         clip = model.generate(batch)
@@ -188,6 +203,10 @@ def motion_and_rendering(ckpt: Path, identity: int, overrides: Sequence[str]) ->
             other_scores += suite.score(batch, still_frames)
         floors = []
         for i, (clip_id, start) in enumerate(zip(batch["clip_id"], batch["start"].tolist())):
+            if clip_id not in whole_clips:
+                whole_clips[clip_id] = whole_clip_true_pose_landmarks(model, datamodule, clip_id).double()
+            landmark_lmd["lsp_true_pose_cut_from_whole_clip"].append(
+                lmd(whole_clips[clip_id][None, start:start + t], truth[i:i + 1], "mouth"))
             if clip_id not in audio_only:
                 audio_only[clip_id] = audio_only_landmarks(datamodule.dataset, clip_id)
             if audio_only[clip_id] is not None:
@@ -291,7 +310,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"{name:32s} {b['value']:>9.4f}  (bar {b['threshold']}): {'pass' if b['pass'] else 'FAIL'}")
     floor = "" if marks["audio_only_floor"] is None else f", audio-only floor {marks['audio_only_floor']:.3f}"
     print(f"landmark-level M-LMD: LSP {marks['lsp']:.3f} ({marks['lsp_true_pose']:.3f} under the true poses, "
-          f"{marks['lsp_true_pose_offset_removed']:.3f} without each window's constant offset), static "
+          f"{marks['lsp_true_pose_offset_removed']:.3f} without each window's constant offset, "
+          f"{marks['lsp_true_pose_cut_from_whole_clip']:.3f} cut from whole clips), static "
           f"{marks['static']:.3f} (ratio {marks['ratio']:.3f}){floor}; the detector on ground-truth frames "
           f"{marks['detector_on_gt_frames']:.3f}; renderer on ground-truth landmarks: " +
           ", ".join(f"{k} {v:.3f}" for k, v in own["renderer_gt_landmarks"].items()) +

@@ -63,6 +63,28 @@ def test_offset_removed_lmd_keeps_only_the_error_in_the_motion(quality_benchmark
     assert quality_benchmark.offset_removed_lmd(moving, truth) == pytest.approx(lmd(moving, truth, "mouth").tolist())
 
 
+def test_windows_cut_from_a_whole_clip_differ_from_windows_alone_only_at_their_cuts(tiny_corpus, lsp_model,
+                                                                                     quality_benchmark):
+    from zoo.data.datamodule import DataConfig, TalkingHeadDataModule
+
+    datamodule = TalkingHeadDataModule(DataConfig(root=str(tiny_corpus), window_seconds=1.0, fields=["mel", "pose"],
+                                                  num_refs=0, num_workers=0))
+    datamodule.setup("test")
+    first, second = datamodule.split_dataset("test")[0], datamodule.split_dataset("test")[1]
+    assert first["clip_id"] == second["clip_id"] and (first["start"], second["start"]) == (0, 25)
+    whole = quality_benchmark.whole_clip_true_pose_landmarks(lsp_model, datamodule, first["clip_id"])
+    assert whole.shape == (50, 68, 2)
+    alone = [quality_benchmark.landmarks_under_poses(lsp_model, item["mel"], item["pose"]) for item in (first, second)]
+    engine = lsp_model.engine(float(lsp_model.profile.fps))
+    # a frame is the same until the window's end lies within its look-ahead and smoothing: then it hears the
+    # speech after the window, where the window alone repeats its last frame
+    heard_alike = 25 - engine.mouth_delay - engine.mouth.radius
+    torch.testing.assert_close(whole[:heard_alike], alone[0][:heard_alike], atol=1e-6, rtol=0)
+    assert (whole[24] - alone[0][24]).abs().max() > 1e-5      # the smoke fit's mouths barely move: a small margin
+    # the second window alone starts its recurrent states cold; cut from the clip, it has heard the first second
+    assert (whole[25] - alone[1][0]).abs().max() > 1e-3
+
+
 def test_quality_benchmark_reports_every_bar(lsp_run, tmp_path, quality_benchmark):
     out = tmp_path / "quality.json"
     # the tiny corpus has one test clip per person: score the 2 training clips, so that `static` can take its
@@ -88,7 +110,7 @@ def test_quality_benchmark_reports_every_bar(lsp_run, tmp_path, quality_benchmar
     marks = result["diagnosis"]["landmark_m_lmd"]
     assert marks["static"] > 0 and marks["ratio"] == pytest.approx(marks["lsp"] / marks["static"])
     assert marks["lsp_true_pose"] > 0 and marks["detector_on_gt_frames"] > 0
-    assert marks["lsp_true_pose_offset_removed"] > 0
+    assert marks["lsp_true_pose_offset_removed"] > 0 and marks["lsp_true_pose_cut_from_whole_clip"] > 0
     assert marks["audio_only_floor"] > 0      # the test corpus is synthetic: its clips regenerate without style
     assert {"M-LMD[synth-landmarks]", "Sync_conf[synth-syncnet]"} <= set(result["diagnosis"]["renderer_gt_landmarks"])
     read = result["diagnosis"]["renderer_lips_read"]
