@@ -70,7 +70,8 @@ def test_windows_cut_from_a_whole_clip_differ_from_windows_alone_only_at_their_c
     datamodule = TalkingHeadDataModule(DataConfig(root=str(tiny_corpus), window_seconds=1.0, fields=["mel", "pose"],
                                                   num_refs=0, num_workers=0))
     datamodule.setup("test")
-    first, second = datamodule.split_dataset("test")[0], datamodule.split_dataset("test")[1]
+    windows = datamodule.split_dataset("test")
+    first, second = windows[0], windows[1]
     assert first["clip_id"] == second["clip_id"] and (first["start"], second["start"]) == (0, 25)
     whole = quality_benchmark.whole_clip_true_pose_landmarks(lsp_model, datamodule, first["clip_id"])
     assert whole.shape == (50, 68, 2)
