@@ -16,7 +16,8 @@ short warm-up stream. Reported per run:
   ``max``); ``algorithmic_latency_s``: ``stream.latency_seconds`` (audio a frame waits for: mouth look-ahead +
   smoothing + mel window), independent of the hardware;
 * a breakdown measured separately: renderer-only frames/s (``model.render_landmarks``: edge maps + network, at
-  batch 1 as in streaming and at ``--render-batch``), the network alone, the edge-map drawing alone, and per
+  batch 1 as in streaming and at ``--render-batch``), the network alone (as trained, and with its BatchNorms folded
+  into its convolutions as the stream runs it, ``model.inference_renderer()``), the edge-map drawing alone, and per
   device the head-pose sampler's steps/s and the speech front end (APC + manifold projection + mouth LSTM) per
   frame.
 
@@ -35,7 +36,8 @@ bf16 autocast (everything else stays fp32); pushes are synchronised before timin
 Threads: ``torch.set_num_threads(--threads)`` (default: all cores). On a machine shared with other busy processes,
 OpenMP's default active waiting makes multi-threaded runs collapse when a core is taken (each parallel region
 waits for a descheduled thread: ~30x slower measured); run with ``OMP_WAIT_POLICY=PASSIVE`` there, or fewer
-threads. The environment block records the wait policy and the load average at start and end.
+threads. On an idle machine the passive policy costs instead (128 px: 15 frames/s against 43 by default,
+2026-12-06). The environment block records the wait policy and the load average at start and end.
 
 Writes the JSON atomically and prints a table.
 """
@@ -216,18 +218,22 @@ def measure_stream(model: LSP, audio: np.ndarray, warmup_audio: np.ndarray, devi
 
 @torch.no_grad()
 def measure_renderer(model: LSP, data: dict, device: torch.device, batch: int, min_seconds: float) -> dict:
-    """``model.render_landmarks`` frames/s at batch 1 and ``batch``; the network and the edge maps alone."""
+    """``model.render_landmarks`` frames/s at batch 1 and ``batch`` through the BatchNorm-folded renderer the stream
+    uses; the network alone, as trained and folded (side by side); the edge maps alone."""
     clip = data["clip"]
     size = int(model.profile.candidates.shape[-1])
+    folded = model.inference_renderer()
     out: dict = {"batch": batch}
     for label, n in (("batch1", 1), (f"batch{batch}", batch)):
         landmarks = torch.from_numpy(np.asarray(clip["landmarks2d"][:n], np.float32))
         shoulders = torch.from_numpy(np.asarray(clip["shoulders2d"][:n], np.float32))
-        render = partial(model.render_landmarks, landmarks, shoulders)
+        render = partial(model.render_landmarks, landmarks, shoulders, folded)
         out[f"frames_per_s_{label}"] = round(rate(render, device, n, min_seconds), 3)
         if n == 1:
-            network = partial(model.renderer, model.profile.renderer_input(landmarks, shoulders))
-            out["network_frames_per_s_batch1"] = round(rate(network, device, 1, min_seconds), 3)
+            condition = model.profile.renderer_input(landmarks, shoulders)
+            for key, network in (("network_frames_per_s_batch1", model.renderer),
+                                 ("network_folded_frames_per_s_batch1", folded)):
+                out[key] = round(rate(partial(network, condition), device, 1, min_seconds), 3)
             edges = partial(draw_edge_maps, landmarks, shoulders, size)
             out["edge_maps_per_s"] = round(rate(edges, torch.device("cpu"), 1, min(min_seconds, 0.5), min_calls=5), 1)
     return out
@@ -382,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 def print_table(result: dict) -> None:
     print(f"{'device':6} {'prec':5} {'size':>4} {'renderer':8} {'frames/s':>9} {'RTF':>7} {'steady/s':>9} "
-          f"{'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'render/s':>9} {'net/s':>8}")
+          f"{'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'render/s':>9} {'net/s':>8} {'folded/s':>8}")
     for run in result["runs"]:
         s, r = run["stream"], run["renderer_only"]
         lat = s["chunk_latency_ms"]
@@ -390,7 +396,8 @@ def print_table(result: dict) -> None:
               f"{s['frames_per_s']:>9.2f} {s['real_time_factor']:>7.3f} {s['steady_frames_per_s']:>9.2f} "
               f"{lat.get('p50', float('nan')):>8.1f} "
               f"{lat.get('p95', float('nan')):>8.1f} {lat.get('max', float('nan')):>8.1f} "
-              f"{r['frames_per_s_batch1']:>9.2f} {r['network_frames_per_s_batch1']:>8.2f}")
+              f"{r['frames_per_s_batch1']:>9.2f} {r['network_frames_per_s_batch1']:>8.2f} "
+              f"{r['network_folded_frames_per_s_batch1']:>8.2f}")
     for device, front in result["front_stages"].items():
         print(f"{device}: head-pose sampler {front['headpose_sampler_steps_per_s']:.0f} steps/s, speech front end "
               f"{front['speech_front_end_frames_per_s']:.0f} frames/s")

@@ -106,6 +106,7 @@ class LSPEngine:
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self.poses = None if poses is None else head_poses(poses, "poses").to(self.device)
         self.projection_base = ProjectionBase.of(model.profile.apc_base)
+        self.renderer = model.inference_renderer()
         self.apc_state: Optional[list[torch.Tensor]] = None
         self.pending_row: Optional[torch.Tensor] = None     # first mel row of a frame whose second row is missing
         self.pairs: dict[int, torch.Tensor] = {}              # frame -> APC pair [2D] (after manifold projection)
@@ -234,6 +235,7 @@ class LSPEngine:
         pose = torch.stack(poses).float()[None]                            # [1, n, 6]
         face = model.profile.face_from_mouth(delta, start_frame=first)     # [1, n, 68, 3]
         landmarks, shoulders = model.profile.landmarks_and_shoulders(face, pose)
-        frames = model.render_landmarks(torch.from_numpy(landmarks[0]), torch.from_numpy(shoulders[0]))
+        frames = model.render_landmarks(torch.from_numpy(landmarks[0]), torch.from_numpy(shoulders[0]),
+                                        self.renderer)
         return EngineOutput(frames, torch.from_numpy(landmarks[0]), pose[0].cpu(), first)
 

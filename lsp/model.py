@@ -12,6 +12,7 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from lsp.inference import EngineOutput, LSPEngine
 from lsp.person import PersonProfile, person_clip_ids
@@ -22,6 +23,7 @@ from lsp.stages.mouth import MouthConfig, mouth_network
 from lsp.stages.renderer import RendererConfig, check_renderer_depth, renderer_generator
 from zoo.data.features import log_mel
 from zoo.errors import ConfigError, DataError, WeightsError
+from zoo.fusion import FoldedBatchNorm
 from zoo.io.audio import mono_float_audio
 from zoo.model import GeneratedClip, TalkingHeadModel
 from zoo.weights import load_checkpoint_state_dict, load_strict, load_torch_file
@@ -67,6 +69,7 @@ class LSP(TalkingHeadModel):
         self.renderer = renderer_generator(cfg.renderer)
         self.profile = PersonProfile()
         self.requires_grad_(False)
+        self._folded_renderer = FoldedBatchNorm()
 
     @classmethod
     def configure_data(cls, data_cfg, model_cfg) -> None:
@@ -100,10 +103,19 @@ class LSP(TalkingHeadModel):
 
     # ------------------------------------------------------------------------------------------ inference
 
-    def render_landmarks(self, landmarks2d: torch.Tensor, shoulders2d: torch.Tensor) -> torch.Tensor:
-        """Frames float [N, 3, H, W] in [0, 1] from image landmarks [N, 68, 2] and shoulders [N, 18, 2]."""
+    def render_landmarks(self, landmarks2d: torch.Tensor, shoulders2d: torch.Tensor,
+                         renderer: nn.Module | None = None) -> torch.Tensor:
+        """Frames float [N, 3, H, W] in [0, 1] from image landmarks [N, 68, 2] and shoulders [N, 18, 2], through
+        ``renderer`` (default: :attr:`renderer`; :class:`~lsp.inference.LSPEngine` passes
+        :meth:`inference_renderer`)."""
+        renderer = self.renderer if renderer is None else renderer
         condition = self.profile.renderer_input(landmarks2d, shoulders2d)
-        return torch.cat([self.renderer(chunk).add(1).div(2).clamp(0, 1) for chunk in condition.split(32)])
+        return torch.cat([renderer(chunk).add(1).div(2).clamp(0, 1) for chunk in condition.split(32)])
+
+    def inference_renderer(self) -> nn.Module:
+        """:attr:`renderer` with its BatchNorms folded into its convolutions (:mod:`zoo.fusion`): the same frames, one
+        pass less per BatchNorm. Kept between calls, made again once the renderer's weights change. Eval mode."""
+        return self._folded_renderer(self.renderer)
 
     def engine(self, fps: float, seed: int = 0, poses: torch.Tensor | None = None) -> LSPEngine:
         return LSPEngine(self, fps, seed, poses)

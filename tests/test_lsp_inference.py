@@ -158,6 +158,27 @@ def test_the_engines_head_motion_is_the_headpose_networks_own_sampling(lsp_model
     assert torch.allclose(poses, lsp_model.profile.denormalise_state(states[0])[:, :6].float(), atol=1e-5)
 
 
+def test_the_engine_renders_what_the_trained_renderer_renders(lsp_model, speech):
+    """The engine runs a copy of the renderer with its BatchNorms folded into its convolutions (zoo.fusion): the
+    same frames to float rounding, and the model's own renderer keeps its BatchNorms (it is what is saved)."""
+    from zoo.data.features import log_mel
+
+    _, audio = speech
+    engine = lsp_model.engine(25.0, seed=0)
+    out = engine.push_mel(torch.from_numpy(log_mel(audio, 16000, 25.0)))
+    assert len(out.frames) > 0
+    assert engine.renderer is lsp_model.inference_renderer()            # kept between clips and streams
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in engine.renderer.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in lsp_model.renderer.modules())
+    face = lsp_model.profile.face_from_mouth(torch.zeros(1, 1, 75), start_frame=0)   # landmarks as the engine makes
+    landmarks, shoulders = lsp_model.profile.landmarks_and_shoulders(face, out.pose[None, :1])
+    landmarks, shoulders = torch.from_numpy(landmarks[0]), torch.from_numpy(shoulders[0])
+    with torch.no_grad():
+        folded = lsp_model.render_landmarks(landmarks, shoulders, engine.renderer)
+        trained = lsp_model.render_landmarks(landmarks, shoulders)
+    torch.testing.assert_close(folded, trained, atol=1e-5, rtol=0)
+
+
 def test_a_frame_waits_for_latency_seconds_of_audio_after_its_end(lsp_model, speech):
     _, audio = speech
     stream, step, waits = LSPStream(lsp_model, seed=0), 16, []

@@ -89,9 +89,11 @@ def test_headpose_is_causal():
     assert (a[:, k] - b[:, k]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("kernel_size", [2, 3])
-def test_incremental_sampler_equals_teacher_forced(kernel_size):
-    net = _eval(Audio2Headpose(**SMALL_HP, kernel_size=kernel_size))
+@pytest.mark.parametrize("kernel_size, use_bias", [(2, True), (3, True), (2, False)])
+def test_incremental_sampler_equals_teacher_forced(kernel_size, use_bias):
+    """The sampler's fused weights (filter and gate taps, every block's condition and skip projections) compute
+    the teacher-forced pass, frame by frame."""
+    net = _eval(Audio2Headpose(**SMALL_HP, kernel_size=kernel_size, use_bias=use_bias))
     t = 2 * net.receptive_field + 5  # long enough for every ring buffer to wrap around
     hist, cond = torch.randn(2, t, 3), torch.randn(2, t, 8)
     with torch.no_grad():

@@ -39,6 +39,7 @@ def test_quick_run_writes_results(tmp_path):
     assert stream["algorithmic_latency_s"] > 0
     assert {"p50", "p95", "max"} <= set(stream["chunk_latency_ms"])
     assert run["renderer_only"]["frames_per_s_batch1"] > 0
+    assert run["renderer_only"]["network_folded_frames_per_s_batch1"] > 0
     assert result["front_stages"]["cpu"]["headpose_sampler_steps_per_s"] > 0
 
 
