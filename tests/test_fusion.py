@@ -63,6 +63,10 @@ def test_refuses_a_network_in_training_mode():
     for fold in (fold_batchnorm, FoldedBatchNorm()):
         with pytest.raises(RuntimeError, match="Sequential in eval mode"):
             fold(net)
+    net.eval()[1].train()                      # one BatchNorm left training inside an eval-mode network
+    for fold in (fold_batchnorm, FoldedBatchNorm()):
+        with pytest.raises(RuntimeError, match=r"\(call .eval\(\) first; 1 is in training mode\)"):
+            fold(net)
 
 
 def test_the_kept_copy_is_made_again_when_the_network_changes():

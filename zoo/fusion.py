@@ -29,9 +29,13 @@ def _foldable(layer: nn.Module, norm: nn.Module) -> bool:
 
 
 def _require_eval(module: nn.Module) -> None:
-    if module.training:
-        raise RuntimeError(f"fold_batchnorm needs {type(module).__name__} in eval mode (call .eval() first): "
-                           f"in training mode BatchNorm uses batch statistics, which cannot be folded")
+    """Every submodule in eval mode: a BatchNorm left in training mode normalises by batch statistics, so a copy
+    folded from its running statistics would compute something else."""
+    training = next((name or "the module itself" for name, m in module.named_modules() if m.training), None)
+    if training is not None:
+        raise RuntimeError(f"fold_batchnorm needs {type(module).__name__} in eval mode (call .eval() first; "
+                           f"{training} is in training mode): in training mode BatchNorm uses batch statistics, "
+                           f"which cannot be folded")
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
