@@ -176,7 +176,7 @@ def add_model_fields(cfg: DictConfig) -> None:
 def build_datamodule(cfg: DictConfig) -> TalkingHeadDataModule:
     """The one datamodule; ``data=synth`` builds the embedded corpus on first use (cached by its config hash)."""
     data_cfg = to_dataclass(cfg.data, DataConfig)
-    prepare_fn = None
+    prepare_fn: Optional[Callable[[], None]] = None
     if cfg.data.name == "synth" and not cfg.data.root:
         from zoo.synth import SynthConfig, build_corpus, default_root
 
@@ -184,9 +184,11 @@ def build_datamodule(cfg: DictConfig) -> TalkingHeadDataModule:
         root = default_root(synth_cfg)
         data_cfg.root = str(root)
 
-        def prepare_fn() -> None:
+        def build_corpus_once() -> None:
             if not (root / "dataset.json").is_file():
                 build_corpus(synth_cfg, root, progress=True)
+
+        prepare_fn = build_corpus_once
     elif not cfg.data.root:
         raise ConfigError(f"data '{cfg.data.name}' needs data.root=<prepared dataset directory>")
     elif not Path(cfg.data.root).is_dir():
