@@ -56,6 +56,11 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
         RuntimeError: ``module`` is in training mode (its BatchNorms use batch statistics, which cannot be folded).
     """
     _require_eval(module)
+    return _folded_copy(module)
+
+
+def _folded_copy(module: nn.Module) -> nn.Module:
+    """:func:`fold_batchnorm` once ``module`` is known to be in eval mode."""
     folded = copy.deepcopy(module)
     for sequential in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
         names = list(sequential._modules)
@@ -89,6 +94,6 @@ class FoldedBatchNorm:
         _require_eval(module)
         key = self._state(module)
         if module is not self._module or key != self._key:
-            self._folded = fold_batchnorm(module)
+            self._folded = _folded_copy(module)
             self._module, self._key = module, key
         return self._folded
