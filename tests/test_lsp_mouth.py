@@ -21,7 +21,7 @@ def corpus(tiny_corpus):
 
 
 def landmarks(dataset, clip_id: str, frames: int = 10) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(dataset.clip(clip_id).track("landmarks3d"))[:frames], dtype=torch.float32)
+    return torch.from_numpy(np.array(dataset.clip(clip_id).track("landmarks3d")[:frames], dtype=np.float32))
 
 
 def test_other_speakers_train_on_every_identity_and_validate_on_the_target():
