@@ -51,7 +51,9 @@ def test_test_static_and_gt_write_videos_with_sound(capsys, tiny_corpus, runs, t
     assert (tmp_path / "runs" / "static" / "smoke" / "config.test.yaml").is_file()
 
 
-def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_path):
+def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_path, monkeypatch):
+    import pytorch_lightning as pl
+
     args = ["fit", "--model", "lsp.apc", *SMOKE, runs, "logger=csv", "model.hidden_size=32", "trainer=cpu"]
     code, err = zoo(capsys, *args)
     assert code == 0, err
@@ -72,10 +74,20 @@ def test_fit_checkpoints_config_csv_and_resume(capsys, tiny_corpus, runs, tmp_pa
 
     code, err = zoo(capsys, "test", "--model", "lsp.apc", *SMOKE, runs, "logger=none", "model.hidden_size=32")
     assert code == 0, err
+    tested = {}
+    original_test = pl.Trainer.test
+
+    def spy_on_the_tested_weights(trainer, model, *args, **kwargs):
+        tested.update({k: v.clone() for k, v in model.state_dict().items()})
+        return original_test(trainer, model, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "test", spy_on_the_tested_weights)
     # the model's settings come from its checkpoint: no need to repeat model.hidden_size=32
     code, err = zoo(capsys, "test", "--model", "lsp.apc", "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"),
                     *SMOKE, runs, "logger=none", "run.name=from-ckpt")
     assert code == 0, err
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert tested.keys() == saved.keys() and all(torch.equal(tested[k], saved[k]) for k in saved)
     assert "hidden_size: 32" in (tmp_path / "runs" / "lsp.apc" / "from-ckpt" / "config.test.yaml").read_text()
 
     last = run_dir / "checkpoints" / "last.ckpt"     # a config of other sizes: one line before anything runs

@@ -433,8 +433,8 @@ def execute(run: Run) -> dict:
         kit = prepare_evaluation(cfg, datamodule)
     if run.stage == "fit":
         trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path)
-    else:
-        getattr(trainer, run.stage)(model, datamodule=datamodule, ckpt_path=run.ckpt_path)
+    else:   # build_model has loaded the checkpoint; Lightning would load it again and warn about its callbacks
+        getattr(trainer, run.stage)(model, datamodule=datamodule)
     if logger:
         logger.finalize("success")
         if hasattr(logger, "experiment") and cfg.logger.name == "wandb" and trainer.is_global_zero:
